@@ -1,0 +1,17 @@
+"""elder: lifelong model editing with ELDER and the methods it is compared with."""
+
+from elder.config import ELDERConfig
+from elder.editor import Editor, EditRecord, Encoded, ForwardOutput
+from elder.method import ELDER
+from elder.models import LoadedModel, load_model
+
+__all__ = [
+    "ELDER",
+    "ELDERConfig",
+    "Editor",
+    "EditRecord",
+    "Encoded",
+    "ForwardOutput",
+    "LoadedModel",
+    "load_model",
+]

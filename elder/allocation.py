@@ -1,0 +1,78 @@
+"""Allocations, allocation codes and the Hamming lookup of ELDER's deferral (Algorithm 1).
+
+An *allocation* picks k of the N LoRAs in each of the L MoLoRA layers: a (L, k) index tensor.
+Its *allocation code* is the L·N boolean vector with ones at those experts, stored bit-packed
+so that the distance to every stored code is one XOR and a popcount.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+_POPCOUNT = torch.tensor([bin(i).count("1") for i in range(256)], dtype=torch.int32)
+
+
+def topk_code(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Allocation code of router scores (B, L, N): ones at each layer's top-k -> (B, L·N) bool."""
+    code = torch.zeros_like(scores, dtype=torch.bool)
+    code.scatter_(-1, scores.topk(k, dim=-1).indices, True)
+    return code.flatten(1)
+
+
+def pack(code: torch.Tensor) -> torch.Tensor:
+    """Bit-pack boolean codes (B, L·N) -> (B, ceil(L·N / 8)) uint8."""
+    b, n = code.shape
+    padded = torch.zeros(b, math.ceil(n / 8) * 8, dtype=torch.uint8, device=code.device)
+    padded[:, :n] = code.to(torch.uint8)
+    weights = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8, device=code.device)
+    return (padded.view(b, -1, 8) * weights).sum(-1, dtype=torch.uint8)
+
+
+def min_hamming(codes: torch.Tensor, stored: torch.Tensor) -> torch.Tensor:
+    """Distance from each packed code (B, W) to its nearest stored code (M, W) -> (B,) int."""
+    if stored.shape[0] == 0:
+        return torch.full((codes.shape[0],), torch.iinfo(torch.int32).max, dtype=torch.int32)
+    xor = codes[:, None, :] ^ stored[None, :, :]  # (B, M, W)
+    popcount = _POPCOUNT.to(codes.device)[xor.long()]
+    return popcount.sum(-1).min(-1).values
+
+
+class AllocationTable:
+    """Pre-assigned allocations: one per label, distinct labels get distinct allocations.
+
+    Allocations are drawn at random (seeded) the first time a label is seen, which is the
+    same as drawing them all before the stream, without needing the stream in advance.
+    """
+
+    def __init__(self, num_layers: int, num_experts: int, k: int, seed: int = 0) -> None:
+        self.num_layers, self.num_experts, self.k = num_layers, num_experts, k
+        self.capacity = math.comb(num_experts, k) ** num_layers
+        self.generator = torch.Generator().manual_seed(seed)
+        self.by_label: dict[str, torch.Tensor] = {}
+        self._taken: set[tuple[int, ...]] = set()
+
+    def draw(self) -> torch.Tensor:
+        """A random allocation, (L, k) sorted expert indices, not yet given to any label."""
+        if len(self._taken) >= self.capacity:
+            raise ValueError(
+                f"all {self.capacity} allocations of C({self.num_experts},{self.k})"
+                f"^{self.num_layers} are taken: more distinct labels than that"
+            )
+        while True:
+            perm = torch.rand(self.num_layers, self.num_experts, generator=self.generator)
+            alloc = perm.argsort(-1)[:, : self.k].sort(-1).values
+            key = tuple(alloc.flatten().tolist())
+            if key not in self._taken:
+                self._taken.add(key)
+                return alloc
+
+    def __getitem__(self, label: str) -> torch.Tensor:
+        if label not in self.by_label:
+            self.by_label[label] = self.draw()
+        return self.by_label[label]
+
+    def batch(self, labels: list[str]) -> torch.Tensor:
+        """Allocations of a batch of labels -> (B, L, k)."""
+        return torch.stack([self[label] for label in labels])

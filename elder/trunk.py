@@ -1,0 +1,83 @@
+"""The fast path for training at upper layers: cache the frozen prefix, keep only target logits.
+
+When every trainable parameter sits at or above block ``start``, the blocks below it are
+frozen and see the same input in every iteration of a batch, so their output — the hidden
+states entering block ``start`` — is computed once. Each iteration then runs blocks
+``start..`` only, and the LM head only at the positions that predict a target token.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from elder.editor import Encoded
+from elder.models import LoadedModel, get_module, set_module
+
+
+class _Stop(Exception):
+    pass
+
+
+class _NoPosition(nn.Module):
+    """Stands in for an absolute position embedding: the cached states already contain it."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, position_ids: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(*position_ids.shape, self.dim, device=position_ids.device)
+
+
+def block_input(model: LoadedModel, block: int, enc: Encoded) -> torch.Tensor:
+    """Hidden states entering ``block`` (B, T, d); the blocks above it are not run."""
+    captured: dict[str, torch.Tensor] = {}
+
+    def grab(module, args, kwargs):
+        captured["h"] = args[0] if args else kwargs["hidden_states"]
+        raise _Stop
+
+    handle = model.block_list[block].register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            model.hf(input_ids=enc.input_ids, attention_mask=enc.attention_mask)
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    return captured["h"]
+
+
+@contextmanager
+def from_block(model: LoadedModel, start: int):
+    """Make the model's trunk start at block ``start`` and take block inputs as embeddings."""
+    blocks = model.block_list
+    set_module(model.hf, model.blocks, nn.ModuleList(list(blocks)[start:]))
+    pos = get_module(model.hf, model.position_embedding) if model.position_embedding else None
+    if pos is not None:
+        set_module(model.hf, model.position_embedding, _NoPosition(pos.embedding_dim))
+    try:
+        yield
+    finally:
+        set_module(model.hf, model.blocks, blocks)
+        if pos is not None:
+            set_module(model.hf, model.position_embedding, pos)
+
+
+def target_logits_from(
+    model: LoadedModel, start: int, hidden: torch.Tensor, enc: Encoded
+) -> torch.Tensor:
+    """Logits at the target-predicting positions (n_targets, V), running blocks ``start..``."""
+    with from_block(model, start):
+        out = model.hf.base_model(inputs_embeds=hidden, attention_mask=enc.attention_mask)
+    h = out.last_hidden_state[enc.target_mask]  # (n_targets, d)
+    return model.hf.get_output_embeddings()(h)
+
+
+def target_logits(model: LoadedModel, enc: Encoded) -> torch.Tensor:
+    """The plain path: full forward, then the logits at the target-predicting positions."""
+    logits = model.hf(input_ids=enc.input_ids, attention_mask=enc.attention_mask).logits
+    return logits[enc.target_mask]

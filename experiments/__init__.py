@@ -1,0 +1,1 @@
+"""Experiments: the runner, edit streams, evaluators, results and tables."""

@@ -1,0 +1,110 @@
+"""Where results go: a folder per run and one row per run in ``results/runs.csv``."""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# Every run writes these columns first, whatever the method; later columns are added as needed.
+CORE_COLUMNS = [
+    "run_id",
+    "timestamp",
+    "git_commit",
+    "machine",
+    "method",
+    "model",
+    "data",
+    "n_edits",
+    "seed",
+    "reliability",
+    "generalization",
+    "locality",
+    "reliability_tok",
+    "generalization_tok",
+    "s_per_edit",
+    "extra_params",
+    "wall_s",
+    "total_s",
+    "protocol",
+    "overrides",
+]
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).parent,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def machine() -> str:
+    """A short description of where the numbers were measured."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"cpu:{os.cpu_count()}x{platform.machine()}"
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write JSON atomically: the file is either the old one or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
+        json.dump(obj, f, indent=2, default=str)
+        tmp = f.name
+    os.replace(tmp, path)
+
+
+def append_row(csv_path: Path, row: dict[str, Any]) -> None:
+    """Append one row under an exclusive lock; widens the header if the row brings new columns."""
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(csv_path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rows: list[dict[str, Any]] = []
+        header: list[str] = []
+        if csv_path.exists() and csv_path.stat().st_size:
+            with open(csv_path, newline="") as f:
+                reader = csv.DictReader(f)
+                header, rows = list(reader.fieldnames or []), list(reader)
+        if not header:
+            header = list(CORE_COLUMNS)
+        new = [k for k in row if k not in header]
+        if new or not csv_path.exists():
+            header += new
+            rows.append(row)
+            tmp = csv_path.with_suffix(".csv.tmp")
+            with open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=header)
+                writer.writeheader()
+                writer.writerows(rows)
+            os.replace(tmp, csv_path)
+        else:
+            with open(csv_path, "a", newline="") as f:
+                csv.DictWriter(f, fieldnames=header).writerow(row)
+
+
+def read_rows(csv_path: Path) -> list[dict[str, str]]:
+    if not csv_path.exists():
+        return []
+    with open(csv_path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    """One JSON object per line."""
+    with open(path, "w") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
