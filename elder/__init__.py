@@ -1,7 +1,7 @@
 """elder: lifelong model editing with ELDER and the methods it is compared with."""
 
 from elder.config import ELDERConfig
-from elder.editor import Editor, EditRecord, Encoded, ForwardOutput
+from elder.editor import Editor, EditRecord, Encoded, ForwardOutput, GenerateOutput
 from elder.method import ELDER
 from elder.models import LoadedModel, load_model
 
@@ -12,6 +12,7 @@ __all__ = [
     "EditRecord",
     "Encoded",
     "ForwardOutput",
+    "GenerateOutput",
     "LoadedModel",
     "load_model",
 ]

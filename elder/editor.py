@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -73,6 +73,14 @@ class ForwardOutput:
     info: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (B,)
 
 
+@dataclass
+class GenerateOutput:
+    """Generated tokens (B, new) of the edited model, plus per-example facts a method reports."""
+
+    tokens: torch.Tensor
+    info: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
 class Editor(ABC):
     """A lifelong editor: owns the model, takes edit batches one after another.
 
@@ -103,3 +111,33 @@ class Editor(ABC):
         return ForwardOutput(
             self.hf(input_ids=enc.input_ids, attention_mask=enc.attention_mask).logits
         )
+
+    @torch.no_grad()
+    def generate(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int
+    ) -> GenerateOutput:
+        """Greedy continuation of *left*-padded prompts (B, T) by the edited model.
+
+        The prompt's last token is column T-1 for every row; methods that route or look up a
+        key at the last prompt token take it from there.
+        """
+        sequences = self.hf.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=self.model.tokenizer.pad_token_id,
+        )
+        return GenerateOutput(sequences[:, input_ids.shape[1] :])
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Everything :meth:`edit` has trained or accumulated, to checkpoint or save.
+
+        Returns tensors (written as safetensors) and JSON-serialisable metadata; together with
+        the base model they rebuild the edited model through :meth:`load_state`.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not save its state yet")
+
+    def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        """Restore what :meth:`state` returned (on an editor built with the same config)."""
+        raise NotImplementedError(f"{type(self).__name__} does not load its state yet")

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from elder import trunk
 from elder.allocation import AllocationTable, min_hamming, pack, topk_code
 from elder.config import ELDERConfig
-from elder.editor import Editor, EditRecord, Encoded, ForwardOutput
+from elder.editor import Editor, EditRecord, Encoded, ForwardOutput, GenerateOutput
 from elder.encoding import encode
 from elder.models import LoadedModel, get_module, set_module
 from elder.molora import MoLoRALayer
@@ -181,3 +181,13 @@ class ELDER(Editor):
         if state.get("active") is not None:
             info["deferred"] = ~state["active"]
         return ForwardOutput(logits, info)
+
+    @torch.no_grad()
+    def generate(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int
+    ) -> GenerateOutput:
+        last = torch.full((input_ids.shape[0],), input_ids.shape[1] - 1, device=input_ids.device)
+        with self.routing(last, defer=self.config.defer) as state:
+            tokens = super().generate(input_ids, attention_mask, max_new_tokens).tokens
+        info = {} if state.get("active") is None else {"deferred": ~state["active"]}
+        return GenerateOutput(tokens, info)
