@@ -48,18 +48,29 @@ class LoadedModel:
 
 
 def get_module(root: nn.Module, name: str) -> nn.Module:
-    """The submodule at a dotted path, or a ValueError that lists the candidates."""
+    """The submodule at a dotted path, or a ValueError that lists the candidates near it."""
     try:
         return root.get_submodule(name)
     except AttributeError:
-        leaf = name.rsplit(".", 1)[-1]
-        near = [n for n, m in root.named_modules() if n.endswith(leaf)] or [
-            n for n, m in root.named_modules() if isinstance(m, nn.Linear)
-        ]
-        shown = ", ".join(near[:8]) + (f", ... ({len(near)} in all)" if len(near) > 8 else "")
-        raise ValueError(
-            f"module '{name}' is not in the model {type(root).__name__}; candidates: {shown}"
-        ) from None
+        pass
+    parts = name.split(".")
+    for depth in range(len(parts) - 1, -1, -1):  # the deepest prefix that exists
+        prefix = ".".join(parts[:depth])
+        try:
+            parent = root.get_submodule(prefix)
+            break
+        except AttributeError:
+            continue
+    near = [
+        f"{prefix}.{n}".lstrip(".")
+        for n, m in parent.named_modules()
+        if n and (isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D")
+    ]
+    shown = ", ".join(near[:8]) + (f", ... ({len(near)} in all)" if len(near) > 8 else "")
+    raise ValueError(
+        f"module '{name}' is not in the model {type(root).__name__}; "
+        f"candidates under '{prefix or '<root>'}': {shown or 'none'}"
+    ) from None
 
 
 def set_module(root: nn.Module, name: str, module: nn.Module) -> None:

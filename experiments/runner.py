@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
@@ -25,6 +26,19 @@ from elder.models import LoadedModel
 from experiments import metrics as M
 from experiments.data import EditStream
 from experiments.results import append_row, git_commit, machine, write_json, write_jsonl
+
+
+def build(node: DictConfig, **kwargs: Any) -> Any:
+    """Instantiate a config node; errors surface as raised by the target, not wrapped by Hydra."""
+    try:
+        factory = instantiate(node, _partial_=True)
+    except InstantiationException as err:
+        raise (err.__cause__ or err) from None
+    try:
+        # _partial_: Hydra would turn a dataclass argument (LoadedModel) into a config.
+        return factory(**kwargs)
+    except InstantiationException as err:
+        raise (err.__cause__ or err) from None
 
 
 def seed_everything(seed: int) -> None:
@@ -126,11 +140,10 @@ def run(cfg: DictConfig, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     """One experiment: validate, evaluate the base model, edit, evaluate, write results."""
     t0 = time.perf_counter()
     seed_everything(cfg.seed)
-    stream: EditStream = instantiate(cfg.data)  # fails on a missing or malformed data file
-    model: LoadedModel = instantiate(cfg.model)
+    stream: EditStream = build(cfg.data)  # fails on a missing or malformed data file
+    model: LoadedModel = build(cfg.model)
     check_lengths(stream, model)
-    # _partial_: hydra would turn the LoadedModel dataclass into a config if passed directly
-    editor: Editor = instantiate(cfg.method, _partial_=True)(model=model)  # checks layers
+    editor: Editor = build(cfg.method, model=model)  # fails on a layer the model lacks
     method = editor.name
 
     stamp = datetime.now(timezone.utc)
@@ -141,7 +154,7 @@ def run(cfg: DictConfig, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    logger = instantiate(cfg.logger)
+    logger = build(cfg.logger)
     logger.start(run_id, run_dir, resolved)
 
     bs = cfg.eval.batch_size
