@@ -150,12 +150,15 @@ class ELDER(Editor):
             self.optimizer = self._new_optimizer()
         if cfg.fast_path:
             hidden = trunk.block_input(self.model, cfg.query_block, enc)  # (B, T, d), frozen
-            query = hidden[torch.arange(len(batch)), enc.prompt_last]
+            query = hidden[torch.arange(len(batch)), enc.prompt_last]  # (B, d)
+            packed = trunk.pack(hidden, enc)
         for _ in range(cfg.iterations):
             if cfg.fast_path:
                 try:
                     scores, _ = self._route(query, train_preset)
-                    logits = trunk.target_logits_from(self.model, cfg.query_block, hidden, enc)
+                    for layer in self.layers:  # (B, N) -> (1, n, N): each token, its sequence's
+                        layer.gates = layer.gates[packed.sequence][None]
+                    logits = trunk.target_logits_from(self.model, cfg.query_block, packed)
                 finally:
                     self._clear()
             else:

@@ -59,9 +59,15 @@ class MoLoRALayer(nn.Module):
         return torch.softmax(self.router(query), dim=-1)
 
     def delta(self, v: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
-        """Σ_i g_i (α/r) B_i A_i v for v (B, T, in) and gates (B, N) -> (B, T, out)."""
+        """Σ_i g_i (α/r) B_i A_i v for v (B, T, in) -> (B, T, out).
+
+        gates: (B, N), one mixture per sequence; or (B, T, N) when several sequences are packed
+        into one row, each token carrying its own sequence's gates.
+        """
+        if gates.dim() == 2:
+            gates = gates[:, None, :]  # (B, 1, N): the same mixture for every token
         z = torch.einsum("bti,nri->btnr", v, self.lora_A)  # (B, T, N, r)
-        z = z * gates[:, None, :, None]
+        z = z * gates[..., None]
         return torch.einsum("btnr,nor->bto", z, self.lora_B) * self.scale
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:

@@ -3,12 +3,14 @@
 When every trainable parameter sits at or above block ``start``, the blocks below it are
 frozen and see the same input in every iteration of a batch, so their output — the hidden
 states entering block ``start`` — is computed once. Each iteration then runs blocks
-``start..`` only, and the LM head only at the positions that predict a target token.
+``start..`` only, on the real tokens alone (the batch packed into one row, no padding), and
+the LM head only at the positions that predict a target token.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -67,13 +69,42 @@ def from_block(model: LoadedModel, start: int):
             set_module(model.hf, model.position_embedding, pos)
 
 
-def target_logits_from(
-    model: LoadedModel, start: int, hidden: torch.Tensor, enc: Encoded
-) -> torch.Tensor:
+@dataclass
+class Packed:
+    """The real tokens of a right-padded batch laid end to end in one row: no padding work."""
+
+    hidden: torch.Tensor  # (1, n, d) hidden states entering the start block
+    position_ids: torch.Tensor  # (1, n) position of each token within its own sequence
+    mask: torch.Tensor  # (1, 1, n, n) block-diagonal causal: a token sees its sequence's past
+    sequence: torch.Tensor  # (n,) the batch row each token comes from
+    target_mask: torch.Tensor  # (n,) True where the next token is a target token
+
+
+def pack(hidden: torch.Tensor, enc: Encoded) -> Packed:
+    """Pack the block inputs (B, T, d) of a right-padded batch into one row."""
+    keep = enc.attention_mask.bool()  # (B, T)
+    sequence = torch.arange(keep.shape[0], device=keep.device).repeat_interleave(keep.sum(1))
+    position = (keep.cumsum(1) - 1)[keep]  # (n,)
+    same = sequence[:, None] == sequence[None, :]
+    causal = position[:, None] >= position[None, :]
+    return Packed(
+        hidden[keep][None],
+        position[None],
+        (same & causal)[None, None],
+        sequence,
+        enc.target_mask[keep],
+    )
+
+
+def target_logits_from(model: LoadedModel, start: int, packed: Packed) -> torch.Tensor:
     """Logits at the target-predicting positions (n_targets, V), running blocks ``start..``."""
     with from_block(model, start):
-        out = model.hf.base_model(inputs_embeds=hidden, attention_mask=enc.attention_mask)
-    h = out.last_hidden_state[enc.target_mask]  # (n_targets, d)
+        out = model.hf.base_model(
+            inputs_embeds=packed.hidden,
+            attention_mask=packed.mask,
+            position_ids=packed.position_ids,
+        )
+    h = out.last_hidden_state[0, packed.target_mask]  # (n_targets, d)
     return model.hf.get_output_embeddings()(h)
 
 
