@@ -139,6 +139,7 @@ def prediction_rows(records, preds, base, tokenizer) -> list[dict[str, Any]]:
 def run(cfg: DictConfig, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     """One experiment: validate, evaluate the base model, edit, evaluate, write results."""
     t0 = time.perf_counter()
+    commit = git_commit()  # the code that runs, not the code at the end of a long run
     seed_everything(cfg.seed)
     stream: EditStream = build(cfg.data)  # fails on a missing or malformed data file
     model: LoadedModel = build(cfg.model)
@@ -178,7 +179,7 @@ def run(cfg: DictConfig, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     row = {
         "run_id": run_id,
         "timestamp": stamp.isoformat(timespec="seconds"),
-        "git_commit": git_commit(),
+        "git_commit": commit,
         "machine": machine(),
         "method": method,
         "model": model.name,
