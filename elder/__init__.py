@@ -4,6 +4,7 @@ from elder.config import ELDERConfig
 from elder.editor import Editor, EditRecord, Encoded, ForwardOutput, GenerateOutput
 from elder.method import ELDER
 from elder.models import LoadedModel, load_model
+from elder.saved import load, load_base, save
 
 __all__ = [
     "ELDER",
@@ -14,5 +15,8 @@ __all__ = [
     "ForwardOutput",
     "GenerateOutput",
     "LoadedModel",
+    "load",
+    "load_base",
     "load_model",
+    "save",
 ]

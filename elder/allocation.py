@@ -76,3 +76,28 @@ class AllocationTable:
     def batch(self, labels: list[str]) -> torch.Tensor:
         """Allocations of a batch of labels -> (B, L, k)."""
         return torch.stack([self[label] for label in labels])
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """Labels -> allocations, the taken set and the generator, so later draws continue."""
+        labels = list(self.by_label)
+        width = self.num_layers * self.k
+        tensors = {
+            "allocations": torch.stack([self.by_label[label] for label in labels])
+            if labels
+            else torch.empty(0, self.num_layers, self.k, dtype=torch.long),  # (M, L, k)
+            "taken": torch.tensor(sorted(self._taken), dtype=torch.long).view(-1, width),
+            "generator": self.generator.get_state(),
+        }
+        return tensors, {"labels": labels}
+
+    def load_state(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+        """Restore what :meth:`state` returned."""
+        allocations, labels = tensors["allocations"], meta["labels"]
+        if allocations.shape[1:] != (self.num_layers, self.k) or len(labels) != len(allocations):
+            raise ValueError(
+                f"saved allocations have shape {tuple(allocations.shape)} for {len(labels)} "
+                f"labels; this table needs (n, L={self.num_layers}, k={self.k})"
+            )
+        self.by_label = dict(zip(labels, allocations.clone(), strict=True))
+        self._taken = {tuple(row) for row in tensors["taken"].tolist()}
+        self.generator.set_state(tensors["generator"].clone())

@@ -9,12 +9,13 @@ and Algorithm 1's deferral on the Hamming distance between allocation codes.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import asdict
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from elder import trunk
+from elder import saved, trunk
 from elder.allocation import AllocationTable, min_hamming, pack, topk_code
 from elder.config import ELDERConfig
 from elder.editor import Editor, EditRecord, Encoded, ForwardOutput, GenerateOutput
@@ -194,3 +195,62 @@ class ELDER(Editor):
             tokens = super().generate(input_ids, attention_mask, max_new_tokens).tokens
         info = {} if state.get("active") is None else {"deferred": ~state["active"]}
         return GenerateOutput(tokens, info)
+
+    # -- saving ------------------------------------------------------------------------------
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Routers, LoRAs, stored codes, the allocation table and (carried-over) Adam state."""
+        tensors: dict[str, torch.Tensor] = {"codes": self.codes}
+        for i, layer in enumerate(self.layers):
+            tensors[f"layers.{i}.router"] = layer.router.weight  # (N, d)
+            tensors[f"layers.{i}.lora_A"] = layer.lora_A  # (N, r, in)
+            tensors[f"layers.{i}.lora_B"] = layer.lora_B  # (N, out, r)
+        table, table_meta = self.allocations.state()
+        tensors.update({f"allocation.{k}": v for k, v in table.items()})
+        opt, opt_meta = saved.optimizer_state(self.optimizer)
+        tensors.update({f"optimizer.{k}": v for k, v in opt.items()})
+        meta = {
+            "config": asdict(self.config),
+            "allocation": table_meta,
+            "optimizer": opt_meta,
+        }
+        return tensors, meta
+
+    def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        """Restore :meth:`state` into an editor built with the same structural config."""
+        mine, theirs = asdict(self.config), meta["config"]
+        structural = ("layer_pattern", "first_layer", "query_block", "L", "N", "k", "r")
+        differ = [
+            f"{k}={theirs.get(k)!r} (here {mine[k]!r})"
+            for k in structural
+            if theirs.get(k) != mine[k]
+        ]
+        if differ:
+            raise ValueError(f"ELDER: the saved state was made with {', '.join(differ)}")
+        with torch.no_grad():
+            for i, layer in enumerate(self.layers):
+                for name, param in (
+                    ("router", layer.router.weight),
+                    ("lora_A", layer.lora_A),
+                    ("lora_B", layer.lora_B),
+                ):
+                    param.copy_(tensors[f"layers.{i}.{name}"])
+        self.codes = tensors["codes"].to(torch.uint8).clone()
+        self.allocations.load_state(
+            {
+                k.removeprefix("allocation."): v
+                for k, v in tensors.items()
+                if k.startswith("allocation.")
+            },
+            meta["allocation"],
+        )
+        self.optimizer = self._new_optimizer()
+        saved.load_optimizer_state(  # load_state_dict moves the moments to the params' device
+            self.optimizer,
+            {
+                k.removeprefix("optimizer."): v
+                for k, v in tensors.items()
+                if k.startswith("optimizer.")
+            },
+            meta["optimizer"],
+        )

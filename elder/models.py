@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,12 +99,32 @@ def packaged_file(path: str) -> Path:
 
 @functools.lru_cache(maxsize=2)
 def gguf_tokenizer(path: str = GGUF_TOKENIZER) -> Any:
-    """The tokenizer stored inside a packaged GGUF file."""
+    """The tokenizer stored inside a packaged GGUF file.
+
+    Converting the GGUF vocabulary takes ~15 s; the converted tokenizer is kept as JSON
+    (``tokenizer.json``, no pickle) under ``$ELDER_CACHE_DIR`` (default ~/.cache/elder), keyed
+    by the file's size and time and the transformers version. ELDER_CACHE_DIR=off disables it.
+    """
+    import transformers
     from transformers import AutoTokenizer
 
     file = packaged_file(path)
-    tok = AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name)
-    return _with_pad(tok)
+    root = os.environ.get("ELDER_CACHE_DIR", str(Path.home() / ".cache" / "elder"))
+    if root == "off":
+        return _with_pad(AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name))
+    stat = file.stat()
+    key = f"{file.stem}-{stat.st_size}-{stat.st_mtime_ns}-tf{transformers.__version__}"
+    cached = Path(root) / "tokenizers" / key
+    if not (cached / "tokenizer.json").is_file():
+        tok = AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=cached.parent))
+        tok.save_pretrained(str(tmp))
+        try:
+            os.replace(tmp, cached)  # atomic; another process may have won the race
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return _with_pad(AutoTokenizer.from_pretrained(str(cached)))
 
 
 def _with_pad(tok: Any) -> Any:

@@ -13,6 +13,9 @@ from pathlib import Path
 from elder.editor import EditRecord
 
 DATA_ENV = "ELDER_DATA_DIR"
+# Longest field accepted. zsRE and CounterFact fields are under 300 characters; a field far
+# longer is a broken file, and tokenizing megabytes would only delay the context-length error.
+MAX_FIELD_CHARS = 5000
 
 
 @dataclass
@@ -70,14 +73,30 @@ def _read_json(file: Path) -> list[dict]:
 
 
 def _field(record: dict, key: str, file: Path, index: int) -> str:
-    value = record.get(key) if isinstance(record, dict) else None
-    if not isinstance(value, str) or not value.strip():
-        problem = (
-            "missing"
-            if value is None
-            else ("empty" if isinstance(value, str) else f"not a string ({type(value).__name__})")
+    """A non-empty string field of a record, or a ValueError naming the file and the index."""
+    where = f"{file}: record {index}"
+    if not isinstance(record, dict):
+        raise ValueError(f"{where} is a {type(record).__name__}, not a JSON object")
+    value = record.get(key)
+    if value is None:
+        problem = "missing"
+    elif not isinstance(value, str):
+        problem = f"not a string ({type(value).__name__})"
+    elif not value.strip():
+        problem = "empty"
+    elif len(value) > MAX_FIELD_CHARS:
+        problem = f"{len(value)} characters long, over the limit of {MAX_FIELD_CHARS}"
+    else:
+        return value
+    raise ValueError(f"{where}: field '{key}' is {problem}")
+
+
+def _case_id(record: dict, file: Path, index: int) -> int:
+    value = record.get("case_id") if isinstance(record, dict) else None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(
+            f"{file}: record {index}: field 'case_id' must be an integer, got {value!r}"
         )
-        raise ValueError(f"{file}: record {index}: field '{key}' is {problem}")
     return value
 
 
@@ -112,7 +131,7 @@ def counterfact(paths: tuple[str, ...], n_edits: int) -> list[EditRecord]:
     """The first ``n_edits`` CounterFact cases (by case_id) that have a rephrase."""
     files = [data_file(p) for p in paths]
     rows = [(r, f, i) for f in files for i, r in enumerate(_read_json(f))]
-    rows.sort(key=lambda row: row[0].get("case_id", -1) if isinstance(row[0], dict) else -1)
+    rows.sort(key=lambda row: _case_id(*row))
     records = []
     for r, f, i in rows:
         if not (
@@ -125,11 +144,11 @@ def counterfact(paths: tuple[str, ...], n_edits: int) -> list[EditRecord]:
             EditRecord(
                 prompt=_field(r, "prompt", f, i),
                 target=_field(r, "target_new", f, i),
-                rephrase=r["rephrase_prompt"],
+                rephrase=_field(r, "rephrase_prompt", f, i),
                 loc_prompt=_field(r, "locality_prompt", f, i),
                 loc_target=_field(r, "locality_ground_truth", f, i),
                 subject=_field(r, "subject", f, i),
-                case_id=int(r["case_id"]),
+                case_id=_case_id(r, f, i),
             )
         )
         if len(records) == n_edits:

@@ -6,6 +6,7 @@ used only through the :class:`elder.editor.Editor` interface.
 
 from __future__ import annotations
 
+import os
 import random
 import time
 import uuid
@@ -23,9 +24,19 @@ from tqdm import tqdm
 from elder.editor import Editor, EditRecord, Encoded, ForwardOutput
 from elder.encoding import split_ids
 from elder.models import LoadedModel
+from elder.saved import SAVED_DIR, save
 from experiments import metrics as M
+from experiments.checkpoint import Checkpoints, lock_run, resume_config, supports_state
 from experiments.data import EditStream
 from experiments.results import append_row, git_commit, machine, write_json, write_jsonl
+from experiments.validation import check_finite, check_options
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write a text file atomically (a resume reads it back)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def build(node: DictConfig, **kwargs: Any) -> Any:
@@ -139,6 +150,9 @@ def prediction_rows(records, preds, base, tokenizer) -> list[dict[str, Any]]:
 def run(cfg: DictConfig, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     """One experiment: validate, evaluate the base model, edit, evaluate, write results."""
     t0 = time.perf_counter()
+    if cfg.get("resume"):
+        cfg = resume_config(cfg, overrides)  # the run folder's own config
+    check_options(cfg)
     commit = git_commit()  # the code that runs, not the code at the end of a long run
     seed_everything(cfg.seed)
     stream: EditStream = build(cfg.data)  # fails on a missing or malformed data file
@@ -146,27 +160,47 @@ def run(cfg: DictConfig, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     check_lengths(stream, model)
     editor: Editor = build(cfg.method, model=model)  # fails on a layer the model lacks
     method = editor.name
+    if cfg.save and not supports_state(editor):
+        raise ValueError(f"save=true: {method} cannot save its edits yet (no state())")
 
     stamp = datetime.now(timezone.utc)
     run_id = cfg.run_name or (
         f"{stamp:%Y%m%d-%H%M%S}_{method}_{model.name}_{stream.name}_{uuid.uuid4().hex[:6]}"
     )
-    run_dir = Path(cfg.results_dir) / "runs" / run_id
+    run_dir = Path(cfg.resume) if cfg.resume else Path(cfg.results_dir) / "runs" / run_id
+    run_id = run_dir.name
+    if not cfg.resume and (run_dir / "config.yaml").exists():
+        raise ValueError(f"{run_dir} already exists: resume={run_dir} or another run_name")
     run_dir.mkdir(parents=True, exist_ok=True)
+    lock = lock_run(run_dir)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if not cfg.resume:
+        write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     logger = build(cfg.logger)
     logger.start(run_id, run_dir, resolved)
 
     bs = cfg.eval.batch_size
-    base = evaluate(base_forward(model), model, stream.records, bs)
+    checkpoints = Checkpoints(run_dir, cfg.checkpoint.every, editor)
+    base = checkpoints.base_eval() if cfg.resume else None
+    if base is None:
+        base = evaluate(base_forward(model), model, stream.records, bs)
+        checkpoints.save_base_eval(base)
+    done, edit_seconds = checkpoints.restore() if cfg.resume else (0, 0.0)
 
     start = time.perf_counter()
     batches = stream.batches()
-    for step, batch in enumerate(tqdm(batches, desc=f"editing ({method})", unit="batch")):
-        stats = editor.edit(batch)
+    progress = tqdm(total=len(batches), initial=done, desc=f"editing ({method})", unit="batch")
+    for step in range(done, len(batches)):
+        stats = editor.edit(batches[step])
+        check_finite(stats, step + 1, checkpoints.last, run_dir)
         logger.log({f"train/{k}": v for k, v in stats.items()}, step=step)
-    edit_seconds = time.perf_counter() - start
+        elapsed = edit_seconds + time.perf_counter() - start - checkpoints.seconds
+        checkpoints.after_batch(step + 1, elapsed)
+        progress.update()
+    progress.close()
+    edit_seconds += time.perf_counter() - start - checkpoints.seconds
+    if cfg.save:
+        save(editor, run_dir / SAVED_DIR)
 
     edited = evaluate(editor.forward, model, stream.records, bs)
     result = M.edit_metrics(
@@ -202,4 +236,5 @@ def run(cfg: DictConfig, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     append_row(Path(cfg.results_dir) / "runs.csv", row)
     logger.log({f"eval/{k}": v for k, v in result.items()}, step=len(batches))
     logger.finish(row)
+    lock.close()
     return row
