@@ -1,6 +1,9 @@
-"""ELDER variants for runner tests: one that pauses mid-stream (to be killed), one that diverges.
+"""ELDER variants for runner tests: one that stops mid-stream (to be killed), one that diverges.
 
 They are reached as ``method._target_=tests.experiments.fakes.<Name>``, the way any method is.
+Stop points are "<batch>:<phase>" with batch 0-based and phase ``start`` (before the batch
+changes anything: between batches), ``middle`` (after half of the batch's iterations: the
+state is half-trained) or ``eval`` (the first forward of the final evaluation; batch ignored).
 """
 
 from __future__ import annotations
@@ -11,45 +14,56 @@ from pathlib import Path
 
 from elder import ELDER
 
-PAUSE = "ELDER_TEST_PAUSE"  # "<batch>:<start|middle>:<marker file>", batch 0-based
-STOP_BATCH = "ELDER_TEST_NAN_BATCH"
+PAUSE = "ELDER_TEST_PAUSE"  # "<batch>:<phase>:<marker file>": write the marker, then sleep
+CRASH = "ELDER_TEST_CRASH"  # "<batch>:<phase>": raise SimulatedKill there
+NAN_BATCH = "ELDER_TEST_NAN_BATCH"  # 0-based batch whose loss DivergingELDER reports as NaN
+
+
+class SimulatedKill(BaseException):
+    """Stands in for a SIGKILL in an in-process test (BaseException: nothing catches it)."""
 
 
 class PausingELDER(ELDER):
-    """ELDER that, if $ELDER_TEST_PAUSE asks, writes a marker file and sleeps in one batch.
+    """ELDER that stops where $ELDER_TEST_PAUSE or $ELDER_TEST_CRASH say."""
 
-    ``start``: before the batch changes anything (between batches); ``middle``: after half
-    of the batch's iterations (the editor's state is then half-trained).
-    """
+    _batch = -1
 
     def edit(self, batch):
         self._batch = len(self.codes) // len(batch)  # batches edited so far (equal sizes)
         self._iteration = 0
-        self._pause_if("start")
+        self._stop_if("start")
         return super().edit(batch)
 
     def aux_loss(self, scores, preset):
         self._iteration += 1
         if self._iteration == self.config.iterations // 2 + 1:
-            self._pause_if("middle")
+            self._stop_if("middle")
         return super().aux_loss(scores, preset)
 
-    def _pause_if(self, phase: str) -> None:
-        spec = os.environ.get(PAUSE)
-        if not spec:
-            return
-        batch, when, marker = spec.split(":", 2)
-        if int(batch) == self._batch and when == phase:
-            Path(marker).write_text(f"{batch}:{phase}")
-            time.sleep(600)  # the test kills the process here
+    def forward(self, enc):
+        self._stop_if("eval")
+        return super().forward(enc)
+
+    def _stop_if(self, phase: str) -> None:
+        for variable in (PAUSE, CRASH):
+            spec = os.environ.get(variable)
+            if not spec:
+                continue
+            batch, when, *marker = spec.split(":", 2)
+            if when != phase or (phase != "eval" and int(batch) != self._batch):
+                continue
+            if variable == CRASH:
+                raise SimulatedKill(spec)
+            Path(marker[0]).write_text(spec)
+            time.sleep(3600)  # the test kills the process here
 
 
 class DivergingELDER(ELDER):
-    """ELDER whose training statistics become NaN at batch $ELDER_TEST_NAN_BATCH (0-based)."""
+    """ELDER whose training loss becomes NaN at batch $ELDER_TEST_NAN_BATCH (0-based)."""
 
     def edit(self, batch):
         index = len(self.codes) // len(batch)
         stats = super().edit(batch)
-        if index == int(os.environ.get(STOP_BATCH, "-1")):
+        if index == int(os.environ.get(NAN_BATCH, "-1")):
             stats["loss"] = float("nan")
         return stats
