@@ -116,7 +116,6 @@ def test_sigkill_mid_batch_then_between_batches_then_resume_matches(tmp_path, re
     "crash",
     [
         "0:start",  # after the base evaluation, before the first checkpoint
-        "2:middle",  # mid-batch, in-process
         "3:eval",  # after the last checkpoint, during the final evaluation
     ],
 )
@@ -132,7 +131,7 @@ def test_crash_then_resume_matches(tmp_path, reference, monkeypatch, crash):
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setenv(fakes.NAN_BATCH, "1")
-    with pytest.raises(NonFiniteLoss, match=r"edit batch 2: loss=nan; .* after batch 1"):
+    with pytest.raises(NonFiniteLoss, match=r"edit batch 2: loss=nan; .*\(after batch 1\)"):
         _run(tmp_path, "method._target_=tests.experiments.fakes.DivergingELDER")
     latest = tmp_path / "runs" / "r" / "checkpoint" / "latest.json"
     assert json.loads(latest.read_text())["batches_done"] == 1
@@ -168,3 +167,14 @@ def test_a_half_written_checkpoint_is_never_read(tmp_path):
         "latest.json",
         "step-000002",
     ]
+
+
+def test_ask_prints_edited_and_unedited_answers(reference, capsys):
+    from experiments.ask import main
+
+    prompt = _records(1)[0].prompt
+    assert main([str(reference), prompt, "--max-new-tokens", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "(a edit prompt of this run; target:" in out
+    assert "edited   (elder: deferred=" in out
+    assert "unedited:" in out
