@@ -214,7 +214,7 @@ class ELDER(Editor):
             "allocation": table_meta,
             "optimizer": opt_meta,
         }
-        return tensors, meta
+        return {k: v.detach().clone() for k, v in tensors.items()}, meta  # a snapshot
 
     def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         """Restore :meth:`state` into an editor built with the same structural config."""
