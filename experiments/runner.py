@@ -122,6 +122,13 @@ def prediction_rows(records, preds, base, tokenizer) -> list[dict[str, Any]]:
     return rows
 
 
+def retention_evaluator(cfg: DictConfig, model: LoadedModel):
+    """The retention evaluator of ``eval.retention`` (None when the eval config has none)."""
+    if not cfg.eval.get("retention"):
+        return None
+    return instantiate(cfg.eval.retention, _partial_=True)(model=model)
+
+
 def run(cfg: DictConfig, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     """One experiment: validate, evaluate the base model, edit, evaluate, write results."""
     t0 = time.perf_counter()
@@ -129,6 +136,7 @@ def run(cfg: DictConfig, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     stream: EditStream = instantiate(cfg.data)  # fails on a missing or malformed data file
     model: LoadedModel = instantiate(cfg.model)
     check_lengths(stream, model)
+    retention = retention_evaluator(cfg, model)  # unedited task outputs, before any editor
     # _partial_: hydra would turn the LoadedModel dataclass into a config if passed directly
     editor: Editor = instantiate(cfg.method, _partial_=True)(model=model)  # checks layers
     method = editor.name
@@ -162,6 +170,8 @@ def run(cfg: DictConfig, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
         base["edit"], base["rephrase"], base["locality"], base["locality"]
     )
     result.update({f"base_{k}": v for k, v in base_metrics.items() if k != "locality"})
+    if retention is not None:
+        result.update(retention.evaluate(editor, run_dir))
     row = {
         "run_id": run_id,
         "timestamp": stamp.isoformat(timespec="seconds"),
