@@ -22,7 +22,7 @@ from experiments.retention import cache
 from experiments.retention import prompts as P
 from experiments.retention.generate import Generation, base_generate, generate_all
 from experiments.retention.metrics import SCORERS
-from experiments.retention.tasks import TASKS, base_task, load_task
+from experiments.retention.tasks import TASKS, load_task
 
 
 def sample(n_records: int, n_per_task: int | None, seed: int) -> list[int]:

@@ -19,8 +19,9 @@ other keys are separately named variants (Gu et al.'s scoring rules). Answer par
   an empty output scores 0.
 - ``conll03`` (entity-level F1, ``seqeval``): the output for type T is split on ``,`` / ``;``
   and each piece's words (a final ``.``/``,`` glued to the last word may be dropped) are
-  tagged B-T/I-T wherever they occur as a token span of the sentence (first type to claim a token wins, in PER, LOC, ORG, MISC order); micro F1 over all
-  sentences. ``conll03_recall`` (Gu et al.): per type, the share of gold entities that are
+  tagged B-T/I-T wherever they occur as a token span of the sentence (the first type to
+  claim a token wins, in PER, LOC, ORG, MISC order); micro F1 over all sentences.
+  ``conll03_recall`` (Gu et al.): per type, the share of gold entities that are
   substrings of the output (a sentence with no gold entity counts 1/1 if the output is empty,
   0/1 otherwise), averaged over the four types. Gold spans come from seqeval's chunker
   (Gu et al. extend a span to the next ``O`` tag, merging adjacent entities).
@@ -58,20 +59,22 @@ def last_number(text: str) -> str | None:
 
 def gsm8k(records: list[dict], prompts: list[Prompt], outputs: list[str]) -> dict[str, float]:
     """Solve rate: the last number of the output is the gold answer."""
-    hits = [last_number(o) == records[p.record]["answer"] for p, o in zip(prompts, outputs)]
+    hits = [
+        last_number(o) == records[p.record]["answer"] for p, o in zip(prompts, outputs, strict=True)
+    ]
     return {"gsm8k": _mean([float(h) for h in hits])}
 
 
 def gsm8k_gold(records: list[dict], prompts: list[Prompt], outputs: list[str]) -> dict[str, float]:
     """Gu et al.'s rule: the gold number appears in the output."""
-    hits = [records[p.record]["answer"] in o for p, o in zip(prompts, outputs)]
+    hits = [records[p.record]["answer"] in o for p, o in zip(prompts, outputs, strict=True)]
     return {"gsm8k_gold": _mean([float(h) for h in hits])}
 
 
 def rte(records: list[dict], prompts: list[Prompt], outputs: list[str]) -> dict[str, float]:
     """Two-way accuracy on true/false answers."""
     hits = []
-    for p, o in zip(prompts, outputs):
+    for p, o in zip(prompts, outputs, strict=True):
         o = o.lower()
         pred = "entailment" if "true" in o else "not_entailment" if "false" in o else None
         hits.append(float(pred == records[p.record]["label"]))
@@ -94,7 +97,7 @@ def _contains_span(output: str, answers: list[str]) -> bool:
 def nq(records: list[dict], prompts: list[Prompt], outputs: list[str]) -> dict[str, float]:
     """Normalised exact match against any reference; Gu et al.'s span match as a variant."""
     exact, contains = [], []
-    for p, o in zip(prompts, outputs):
+    for p, o in zip(prompts, outputs, strict=True):
         answers = [normalize_answer(a) for a in records[p.record]["answers"]]
         out = normalize_answer(o)
         exact.append(float(out in answers))
@@ -105,7 +108,7 @@ def nq(records: list[dict], prompts: list[Prompt], outputs: list[str]) -> dict[s
 def boolq(records: list[dict], prompts: list[Prompt], outputs: list[str]) -> dict[str, float]:
     """Exact match of a yes/no first word with the gold answer."""
     hits = []
-    for p, o in zip(prompts, outputs):
+    for p, o in zip(prompts, outputs, strict=True):
         words = o.lower().split()
         first = words[0].strip(string.punctuation) if words else ""
         gold = "yes" if records[p.record]["answer"] else "no"
@@ -119,7 +122,7 @@ _CHOICE = re.compile(r"(?<![A-Za-z])([A-D])(?![A-Za-z])")
 def mutual(records: list[dict], prompts: list[Prompt], outputs: list[str]) -> dict[str, float]:
     """Best of four: the first standalone letter A-D is the chosen option."""
     hits = []
-    for p, o in zip(prompts, outputs):
+    for p, o in zip(prompts, outputs, strict=True):
         m = _CHOICE.search(o)
         hits.append(float(m is not None and m.group(1) == records[p.record]["answer"]))
     return {"mutual": _mean(hits)}
@@ -138,7 +141,9 @@ def rouge_mean(prediction: str, reference: str) -> float:
 
 def samsum(records: list[dict], prompts: list[Prompt], outputs: list[str]) -> dict[str, float]:
     """Mean of ROUGE-1/2/L F-measures over the examples."""
-    scores = [rouge_mean(o, records[p.record]["summary"]) for p, o in zip(prompts, outputs)]
+    scores = [
+        rouge_mean(o, records[p.record]["summary"]) for p, o in zip(prompts, outputs, strict=True)
+    ]
     return {"samsum": _mean(scores)}
 
 
@@ -176,7 +181,7 @@ def split_entities(output: str) -> list[str]:
 def conll03(records: list[dict], prompts: list[Prompt], outputs: list[str]) -> dict[str, float]:
     """Entity-level micro F1 (seqeval) and Gu et al.'s substring recall."""
     per_sentence: dict[int, dict[str, str]] = {}
-    for p, o in zip(prompts, outputs):
+    for p, o in zip(prompts, outputs, strict=True):
         per_sentence.setdefault(p.record, {})[p.kind] = o
     y_true, y_pred = [], []
     found = {kind: 0 for kind in ENTITY_TYPES}
@@ -203,7 +208,7 @@ def conll03(records: list[dict], prompts: list[Prompt], outputs: list[str]) -> d
 def sst2(records: list[dict], prompts: list[Prompt], outputs: list[str]) -> dict[str, float]:
     """Two-way accuracy on positive/negative answers."""
     hits = []
-    for p, o in zip(prompts, outputs):
+    for p, o in zip(prompts, outputs, strict=True):
         o = o.lower()
         pred = 1 if "positive" in o else 0 if "negative" in o else None
         hits.append(float(pred == records[p.record]["label"]))
