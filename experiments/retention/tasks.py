@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import functools
 import json
 import re
 from pathlib import Path
@@ -135,8 +136,9 @@ def base_task(task: str) -> str:
     return re.sub(r"_gold$", "", task)
 
 
+@functools.lru_cache(maxsize=16)
 def load_task(task: str) -> list[dict]:
-    """All records of a task (or of a variant's task), in file order."""
+    """All records of a task (or of a variant's task), in file order; shared: do not mutate."""
     name = base_task(task)
     if name not in LOADERS:
         raise ValueError(f"unknown retention task '{task}'; known: {sorted(LOADERS)}")
