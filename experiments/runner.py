@@ -147,6 +147,13 @@ def prediction_rows(records, preds, base, tokenizer) -> list[dict[str, Any]]:
     return rows
 
 
+def retention_evaluator(cfg: DictConfig, model: LoadedModel):
+    """The retention evaluator of ``eval.retention`` (None when the eval config has none)."""
+    if not cfg.eval.get("retention"):
+        return None
+    return build(cfg.eval.retention, model=model)
+
+
 def run(cfg: DictConfig, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     """One experiment: validate, evaluate the base model, edit, evaluate, write results."""
     t0 = time.perf_counter()
@@ -159,6 +166,8 @@ def run(cfg: DictConfig, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     model: LoadedModel = build(cfg.model)
     check_lengths(stream, model)
     editor: Editor = build(cfg.method, model=model)  # fails on a layer the model lacks
+    # Unedited task outputs (cached on disk); an editor's construction leaves the model as is.
+    retention = retention_evaluator(cfg, model)
     method = editor.name
     if cfg.save and not supports_state(editor):
         raise ValueError(f"save=true: {method} cannot save its edits yet (no state())")
@@ -210,6 +219,8 @@ def run(cfg: DictConfig, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
         base["edit"], base["rephrase"], base["locality"], base["locality"]
     )
     result.update({f"base_{k}": v for k, v in base_metrics.items() if k != "locality"})
+    if retention is not None:
+        result.update(retention.evaluate(editor, run_dir))
     row = {
         "run_id": run_id,
         "timestamp": stamp.isoformat(timespec="seconds"),
