@@ -18,6 +18,7 @@ import torch
 
 from elder import load, load_base
 from elder.models import LoadedModel
+from elder.saved import SAVED_DIR
 
 
 def _ids(model: LoadedModel, question: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None, help="override the run's model.device")
     args = parser.parse_args(argv)
     try:
+        if not (args.run_dir / SAVED_DIR).is_dir():  # before loading any model
+            raise FileNotFoundError(f"{args.run_dir} has no saved edits: run it with save=true")
         model = load_base(args.run_dir, args.device)
         unedited = [base_answer(model, q, args.max_new_tokens) for q in args.questions]
         editor = load(args.run_dir, model=model)  # edits the same model in place
