@@ -1,0 +1,1 @@
+"""Baselines the ELDER paper compares with, each an :class:`elder.editor.Editor`."""
