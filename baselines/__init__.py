@@ -1,1 +1,1 @@
-"""Baselines the ELDER paper compares with, each behind the :class:`elder.editor.Editor` interface."""
+"""Baselines the ELDER paper compares with, each behind the elder.editor.Editor interface."""

@@ -78,8 +78,9 @@ class FTL(Editor):
         optimizer = torch.optim.Adam(params, lr=self.lr)  # a fresh Adam per call, as the reference
         for p in params:
             p.requires_grad_(True)
+        steps = 0
         try:
-            for step in range(self.iterations):
+            for _ in range(self.iterations):
                 if hidden is None:
                     logits = trunk.target_logits(self.model, enc)
                 else:
@@ -87,6 +88,7 @@ class FTL(Editor):
                 loss = F.cross_entropy(logits.float(), enc.target_ids)
                 if loss.item() < self.stop_loss:
                     break
+                steps += 1
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -95,7 +97,7 @@ class FTL(Editor):
             for p in params:
                 p.requires_grad_(False)
                 p.grad = None
-        return {"loss": loss.item(), "steps": float(step + 1)}
+        return {"loss": loss.item(), "steps": float(steps)}
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """The change of each trained tensor from the unedited model's (a delta, not a copy)."""

@@ -8,6 +8,7 @@ disk as safetensors.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -74,10 +75,8 @@ def second_moment(
                 truncation=True,
                 max_length=max_len,
             ).to(model.device)
-            try:
+            with contextlib.suppress(_Stop):
                 model.hf(input_ids=enc.input_ids, attention_mask=enc.attention_mask)
-            except _Stop:
-                pass
             k = captured["k"][enc.attention_mask.bool()].double()  # (tokens, in), no padding
             total = k.T @ k if total is None else total + k.T @ k
             count += k.shape[0]
