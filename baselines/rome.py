@@ -1,0 +1,286 @@
+"""ROME: rank-one model editing of one FFN output weight, edit after edit (Meng et al. 2022).
+
+Section 3 of the paper, with W = W_out of one block (y = W k + b):
+
+    k*  = mean over contexts of the input of W at the last subject token       (Eq. 3)
+    v*  = m + δ,  δ = argmin NLL(target | prompts with δ added to the layer output at the
+          last subject token) + kl_factor · KL(p(· | "S is a") ‖ p_0) + weight decay,
+          ‖δ‖ ≤ clamp_norm_factor · ‖m‖                                        (Eq. 4)
+    Ŵ   = W + Λ (C⁻¹k*)ᵀ,  Λ = (v* − W k* − b) / ((C⁻¹k*)ᵀ k*)                  (Eq. 2)
+
+so the updated layer maps k* to v* exactly. C = E[k kᵀ] over a text corpus (``rome_stats``) or
+the identity (``mom2_adjustment: false``). The contexts are the bare prompt and the prompt after
+each of ~20 short prefixes that the unedited model generates once per stream.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from baselines.one_layer import block_of, fc_layer, weight_out_in
+from baselines.rome_stats import cached_second_moment
+from elder import trunk
+from elder.editor import Editor, EditRecord, Encoded
+from elder.encoding import encode
+from elder.models import LoadedModel
+
+PREFIX_SEEDS = ("The", "Therefore", "Because", "I", "You")  # EasyEdit's seed words
+KL_PROMPT = "{} is a"  # the reference's "essence" prompt for the KL term
+
+
+class _Stop(Exception):
+    pass
+
+
+def subject_last_token(tokenizer: Any, text: str, subject_end: int) -> int:
+    """Index of the token holding character ``subject_end - 1`` of ``text``."""
+    offsets = tokenizer(text, return_offsets_mapping=True).offset_mapping
+    return max(i for i, (s, e) in enumerate(offsets) if e > s and s < subject_end)
+
+
+class ROME(Editor):
+    """Rank-one edits of ``module``'s weight, one record after the other."""
+
+    name = "rome"
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        module: str,
+        v_lr: float = 0.5,
+        v_num_grad_steps: int = 20,
+        v_weight_decay: float = 0.5,
+        kl_factor: float = 0.0625,
+        clamp_norm_factor: float = 4.0,
+        stop_loss: float = 5e-2,
+        context_prefixes: list[str] | None = None,
+        prefix_lengths: list[list[int]] = ((5, 10), (10, 10)),
+        prefix_seed: int = 0,
+        mom2_adjustment: bool = True,
+        mom2_corpus: str = "tasks/test-ClosedDomainQA.jsonl",
+        mom2_text_field: str = "passage",
+        mom2_n_samples: int | None = None,
+        stats_dir: str = "results/cache/rome",
+    ) -> None:
+        super().__init__(model)
+        if v_num_grad_steps < 1 or clamp_norm_factor <= 0:
+            raise ValueError("ROME: need v_num_grad_steps >= 1 and clamp_norm_factor > 0")
+        self.module = module
+        self.layer = fc_layer(model, module)
+        self.start = block_of(model, module)  # δ enters inside this block: cache those below
+        self.v_lr, self.v_num_grad_steps, self.v_weight_decay = (
+            v_lr,
+            v_num_grad_steps,
+            v_weight_decay,
+        )
+        self.kl_factor, self.clamp_norm_factor, self.stop_loss = (
+            kl_factor,
+            clamp_norm_factor,
+            stop_loss,
+        )
+        self.prefix_lengths = [tuple(p) for p in prefix_lengths]
+        self.prefix_seed = prefix_seed
+        self.context_prefixes = None if context_prefixes is None else list(context_prefixes)
+        self.mom2 = dict(
+            corpus=mom2_corpus, text_field=mom2_text_field, n_samples=mom2_n_samples,
+            stats_dir=stats_dir,
+        )  # fmt: skip
+        self.mom2_adjustment = mom2_adjustment
+        self._c_inv: torch.Tensor | None = None
+        self.W0 = weight_out_in(self.layer).detach().clone()  # (out, in), the unedited weight
+        self.n_edits = 0
+
+    def extra_params(self) -> int:
+        return self.layer.weight.numel()  # every weight of the layer may change
+
+    # -- contexts ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate_prefixes(self) -> list[str]:
+        """Short texts sampled (top-5, seeded) from the model, ROME's random prefixes."""
+        tok, hf = self.model.tokenizer, self.model.hf
+        prefixes: list[str] = []
+        cuda = [self.model.device.index or 0] if self.model.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(self.prefix_seed)
+            for length, count in self.prefix_lengths:
+                for s, seed in enumerate(PREFIX_SEEDS):
+                    n = len(range(s, count, len(PREFIX_SEEDS)))  # seeds take turns
+                    if n == 0:
+                        continue
+                    ids = torch.tensor([tok(seed).input_ids] * n, device=self.model.device)
+                    out = hf.generate(
+                        input_ids=ids,
+                        attention_mask=torch.ones_like(ids),
+                        do_sample=True,
+                        top_k=5,
+                        top_p=1.0,
+                        temperature=1.0,
+                        max_new_tokens=length,
+                        pad_token_id=tok.pad_token_id,
+                    )
+                    prefixes += tok.batch_decode(out, skip_special_tokens=True)
+        return prefixes
+
+    def contexts(self) -> list[str]:
+        """What precedes the prompt in each rewriting row: nothing, then each prefix + '. '."""
+        if self.context_prefixes is None:
+            self.context_prefixes = self.generate_prefixes()  # once, by the unedited model
+        return [""] + [p + ". " for p in self.context_prefixes]
+
+    def _rows(self, record: EditRecord) -> tuple[Encoded, torch.Tensor]:
+        """Rewriting rows (each context + prompt) and a last KL row, with target tokens.
+
+        Returns the batch and the index of the last subject token in each row (rows,).
+        """
+        at = record.prompt.find(record.subject) if record.subject else -1
+        if at < 0:
+            raise ValueError(
+                f"ROME: subject {record.subject!r} of record case_id={record.case_id} is not in "
+                f"its prompt {record.prompt!r}"
+            )
+        tok = self.model.tokenizer
+        texts, lookups = [], []
+        for context in self.contexts():
+            texts.append(context + record.prompt)
+            end = len(context) + at + len(record.subject)
+            lookups.append(subject_last_token(tok, texts[-1], end))
+        texts.append(KL_PROMPT.format(record.subject))
+        lookups.append(subject_last_token(tok, texts[-1], len(record.subject)))
+        enc = encode(tok, texts, [record.target] * len(texts), self.model.device)
+        return enc, torch.tensor(lookups, device=self.model.device)
+
+    # -- the method --------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def compute_k_star(self, enc: Encoded, lookups: torch.Tensor) -> torch.Tensor:
+        """k* (in,): the layer input at the last subject token, averaged over the contexts."""
+        captured: dict[str, torch.Tensor] = {}
+
+        def grab(mod, args):
+            captured["k"] = args[0]
+            raise _Stop
+
+        handle = self.layer.register_forward_pre_hook(grab)
+        try:
+            self.hf(input_ids=enc.input_ids, attention_mask=enc.attention_mask)
+        except _Stop:
+            pass
+        finally:
+            handle.remove()
+        rows = torch.arange(len(lookups) - 1, device=lookups.device)  # not the KL row
+        return captured["k"][rows, lookups[:-1]].float().mean(0)
+
+    def inverse_covariance(self) -> torch.Tensor:
+        """C⁻¹ (in, in) float64, computed once (on the unedited model) and kept."""
+        if self._c_inv is None:
+            mom2 = cached_second_moment(self.model, self.module, **self.mom2)
+            self._c_inv = torch.linalg.inv(mom2.double())
+        return self._c_inv
+
+    def compute_u(self, k_star: torch.Tensor) -> torch.Tensor:
+        """u = C⁻¹k*, normalised (the scale cancels in Eq. 2); C = I without mom2_adjustment."""
+        u = k_star.double()
+        if self.mom2_adjustment:
+            u = self.inverse_covariance() @ u
+        return (u / u.norm()).to(k_star.dtype)
+
+    def compute_v(
+        self, enc: Encoded, lookups: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """v* = m + δ (out,), δ fitted as in Eq. 4; m is the layer output on the bare prompt."""
+        hf, n = self.hf, len(lookups)
+        rows = torch.arange(n, device=lookups.device)
+        hidden = trunk.block_input(self.model, self.start, enc)  # (rows, T, d), frozen below
+        shifted = enc.labels[:, 1:]  # (rows, T-1): the token each position predicts
+        nll_mask = shifted != -100
+        nll_mask[-1] = False  # the KL row only serves the KL term
+        targets = shifted[nll_mask]
+        out_f = weight_out_in(self.layer).shape[0]
+        delta = torch.zeros(out_f, device=hidden.device, requires_grad=True)
+        state: dict[str, torch.Tensor] = {}
+
+        def add_delta(mod, args, out):  # out (rows, T, out)
+            if "m" not in state:
+                state["m"] = out[0, lookups[0]].detach().float()
+            return out.index_put(
+                (rows, lookups), delta.to(out.dtype).expand(n, -1), accumulate=True
+            )
+
+        optimizer = torch.optim.Adam([delta], lr=self.v_lr)
+        handle = self.layer.register_forward_hook(add_delta)
+        try:
+            for step in range(self.v_num_grad_steps):
+                with trunk.from_block(self.model, self.start):
+                    h = hf.base_model(inputs_embeds=hidden, attention_mask=enc.attention_mask)
+                h = h.last_hidden_state  # (rows, T, d)
+                head = hf.get_output_embeddings()
+                nll = F.cross_entropy(head(h[:, :-1][nll_mask]).float(), targets)
+                kl_log_probs = torch.log_softmax(head(h[-1, lookups[-1]]).float(), -1)
+                if step == 0:
+                    kl_init = kl_log_probs.detach()
+                # KL(p ‖ p_0) on "S is a" at the last subject token: keep the subject's essence.
+                kl = F.kl_div(kl_init, kl_log_probs, log_target=True, reduction="sum")
+                m = state["m"]
+                decay = self.v_weight_decay * delta.norm() / m.norm() ** 2
+                loss = nll + self.kl_factor * kl + decay
+                if loss.item() < self.stop_loss or step == self.v_num_grad_steps - 1:
+                    break
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                with torch.no_grad():  # project δ onto the ball ‖δ‖ ≤ clamp_norm_factor · ‖m‖
+                    max_norm = self.clamp_norm_factor * m.norm()
+                    if delta.norm() > max_norm:
+                        delta.mul_(max_norm / delta.norm())
+        finally:
+            handle.remove()
+        info = {"nll": nll.item(), "kl": kl.item(), "delta_ratio": (delta.norm() / m.norm()).item()}
+        return (m + delta).detach(), info
+
+    @torch.no_grad()
+    def apply_update(self, k_star: torch.Tensor, u: torch.Tensor, v_star: torch.Tensor) -> None:
+        """Ŵ = W + Λ uᵀ with Λ = (v* − layer(k*)) / (uᵀk*): the layer then maps k* to v*."""
+        current = self.layer(k_star[None].to(self.layer.weight.dtype))[0].float()  # W k* + b
+        lam = (v_star - current) / (u @ k_star)  # (out,)
+        weight_out_in(self.layer).add_(torch.outer(lam, u).to(self.layer.weight.dtype))
+
+    def edit(self, batch: list[EditRecord]) -> dict[str, float]:
+        stats: dict[str, float] = {}
+        for record in batch:  # one rank-one update after the other, on the edited model
+            enc, lookups = self._rows(record)
+            k_star = self.compute_k_star(enc, lookups)
+            u = self.compute_u(k_star)
+            v_star, info = self.compute_v(enc, lookups)
+            self.apply_update(k_star, u, v_star)
+            self.n_edits += 1
+            for key, value in info.items():
+                stats[key] = stats.get(key, 0.0) + value / len(batch)
+        return stats
+
+    # -- saving ------------------------------------------------------------------------------
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """The summed rank-one updates (out, in), and the contexts used to compute them."""
+        delta = (weight_out_in(self.layer).detach() - self.W0).cpu().contiguous()
+        meta = {
+            "method": self.name,
+            "module": self.module,
+            "n_edits": self.n_edits,
+            "context_prefixes": self.context_prefixes,
+        }
+        return {f"{self.module}.weight.delta": delta}, meta
+
+    @torch.no_grad()
+    def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        if meta.get("module") != self.module:
+            raise ValueError(f"ROME state is for '{meta.get('module')}', not '{self.module}'")
+        if self.mom2_adjustment:
+            self.inverse_covariance()  # C belongs to the unedited model: compute it first
+        delta = tensors[f"{self.module}.weight.delta"]
+        weight_out_in(self.layer).copy_(self.W0 + delta.to(self.W0))
+        self.n_edits = int(meta.get("n_edits", 0))
+        self.context_prefixes = meta.get("context_prefixes")

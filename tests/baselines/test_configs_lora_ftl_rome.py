@@ -1,0 +1,56 @@
+"""Every baseline composes with every model config, and runs end to end on a tiny stream."""
+
+import csv
+
+import pytest
+from hydra.utils import get_class
+
+from experiments.runner import run
+from tests.conftest import CONF, compose_cfg
+
+MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+METHODS = ["lora", "ft_l", "rome"]
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("model", MODELS)
+def test_method_composes_with_every_model(method, model):
+    cfg = compose_cfg(f"method={method}", f"model={model}")
+    assert get_class(cfg.method._target_).name == method
+    layers = cfg.method.modules if method == "lora" else [cfg.method.module]
+    assert layers and all(name.startswith(cfg.model.blocks + ".") for name in layers)
+
+
+def test_flat_keys_are_overridable():
+    cfg = compose_cfg("method=rome", "method.mom2_adjustment=false", "method.v_lr=0.1")
+    assert cfg.method.mom2_adjustment is False and cfg.method.v_lr == 0.1
+
+
+FAST = {
+    "lora": ["method.iterations=2"],
+    "ft_l": ["method.iterations=2"],
+    "rome": [
+        "method.v_num_grad_steps=2",
+        "method.context_prefixes=[The weather]",
+        "method.mom2_n_samples=8",
+    ],
+}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_runner_writes_a_row_for_a_tiny_stream(method, tmp_path):
+    cfg = compose_cfg(
+        f"method={method}",
+        "model=tiny_llama",
+        "data.n_edits=4",
+        "data.batch_size=2",
+        "logger=none",
+        f"results_dir={tmp_path}",
+        *(["method.stats_dir=" + str(tmp_path / "cache")] if method == "rome" else []),
+        *FAST[method],
+    )
+    row = run(cfg)
+    with open(tmp_path / "runs.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["method"] for r in rows] == [method] and row["n_edits"] == 4
+    assert int(rows[0]["extra_params"]) > 0
