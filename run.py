@@ -30,6 +30,8 @@ def main(cfg: DictConfig) -> None:
         "locality",
         "reliability_tok",
         "generalization_tok",
+        "retention",
+        "agreement",
         "s_per_edit",
         "extra_params",
     )
