@@ -165,9 +165,10 @@ def run(cfg: DictConfig, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     stream: EditStream = build(cfg.data)  # fails on a missing or malformed data file
     model: LoadedModel = build(cfg.model)
     check_lengths(stream, model)
+    retention = retention_evaluator(cfg, model)  # fingerprints the untouched weights
     editor: Editor = build(cfg.method, model=model)  # fails on a layer the model lacks
-    # Unedited task outputs (cached on disk); an editor's construction leaves the model as is.
-    retention = retention_evaluator(cfg, model)
+    if retention is not None:  # unedited task outputs (cached); construction changed nothing
+        retention.prepare()
     method = editor.name
     if cfg.save and not supports_state(editor):
         raise ValueError(f"save=true: {method} cannot save its edits yet (no state())")

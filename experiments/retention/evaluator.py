@@ -77,6 +77,11 @@ class RetentionEvaluator:
             "dtype": str(next(model.hf.parameters()).dtype),
             "device": model.device.type,
         }
+        self.base: dict[str, list[Generation]] = {}
+        self.base_seconds = 0.0
+
+    def prepare(self) -> None:
+        """Generate (or read from the cache) the unedited outputs; call before any edit."""
         start = time.perf_counter()
         self.base = {task: self._base_outputs(task) for task in self.all_tasks}
         self.base_seconds = time.perf_counter() - start
@@ -120,6 +125,8 @@ class RetentionEvaluator:
 
         Writes every generation (edited and unedited) to ``<run_dir>/retention.jsonl``.
         """
+        if not self.base:
+            raise RuntimeError("RetentionEvaluator.prepare() must run before the first edit")
         start = time.perf_counter()
         result: dict[str, float] = {}
         agreement: dict[str, float] = {}

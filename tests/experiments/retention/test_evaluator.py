@@ -52,6 +52,7 @@ def test_left_padded_batches_give_each_prompt_its_own_greedy_output():
 def test_agreement_is_one_when_the_edited_model_is_the_unedited_one(tmp_path):
     model = tiny("gpt2")
     evaluator = RetentionEvaluator(model, cache_dir=str(tmp_path), **FAST)
+    evaluator.prepare()
     result = evaluator.evaluate(Unedited(model), tmp_path)
     assert result["agreement"] == 1.0
     assert result["retention"] == result["base_retention"]
@@ -63,6 +64,7 @@ def test_elder_without_edits_defers_every_task_input_and_agrees(tmp_path):
     evaluator = RetentionEvaluator(model, cache_dir=None, **FAST)
     layers = model.layers["elder"]
     editor = ELDER(model, layer_pattern=layers["pattern"], first_layer=layers["first"])
+    evaluator.prepare()
     result = evaluator.evaluate(editor, tmp_path)
     assert result["agreement"] == 1.0 and result["deferred_tasks"] == 1.0
     assert result["agreement_rte"] == result["deferred_rte"] == 1.0
@@ -75,13 +77,15 @@ def test_base_outputs_are_cached_and_recomputed_when_the_prompts_change(tmp_path
     counting = Counting(base_generate(model))
     monkeypatch.setattr(E, "base_generate", lambda m: counting)
     first = RetentionEvaluator(model, cache_dir=str(tmp_path), **FAST)
+    first.prepare()
     calls = counting.calls
     assert calls > 0 and len(list(tmp_path.rglob("*.json"))) == 2
     second = RetentionEvaluator(model, cache_dir=str(tmp_path), **FAST)
+    second.prepare()
     assert counting.calls == calls  # reused
     assert [g.tokens for g in second.base["rte"]] == [g.tokens for g in first.base["rte"]]
     monkeypatch.setattr(prompts, "PROMPT_VERSION", "changed")
-    RetentionEvaluator(model, cache_dir=str(tmp_path), **FAST)
+    RetentionEvaluator(model, cache_dir=str(tmp_path), **FAST).prepare()
     assert counting.calls == 2 * calls  # invalidated
 
 
