@@ -80,10 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Q: {question}")
         if question in targets:
             split, target = targets[question]
-            print(f"   (a {split} prompt of this run; target: {target})")
+            print(f"   ({split} prompt of this run; target: {target})")
         how = f"{editor.name}: {info}" if info else editor.name
         print(f"   edited   ({how}): {_text(model, out.tokens[0])}")
-        print(f"   unedited: {before}")
+        print(f"   unedited: {before or '(nothing: the model ends its answer at once)'}")
     return 0
 
 
