@@ -159,7 +159,7 @@ class ELDER(Editor):
                     scores, _ = self._route(query, train_preset)
                     for layer in self.layers:  # (B, N) -> (1, n, N): each token, its sequence's
                         layer.gates = layer.gates[packed.sequence][None]
-                    logits = trunk.target_logits_from(self.model, cfg.query_block, packed)
+                    logits = trunk.packed_target_logits_from(self.model, cfg.query_block, packed)
                 finally:
                     self._clear()
             else:

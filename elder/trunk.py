@@ -96,8 +96,21 @@ def pack(hidden: torch.Tensor, enc: Encoded) -> Packed:
     )
 
 
-def target_logits_from(model: LoadedModel, start: int, packed: Packed) -> torch.Tensor:
-    """Logits at the target-predicting positions (n_targets, V), running blocks ``start..``."""
+def target_logits_from(
+    model: LoadedModel, start: int, hidden: torch.Tensor, enc: Encoded
+) -> torch.Tensor:
+    """Logits at the target-predicting positions (n_targets, V), running blocks ``start..``.
+
+    The batch keeps its (B, T) layout, for methods whose modules hold per-row state.
+    """
+    with from_block(model, start):
+        out = model.hf.base_model(inputs_embeds=hidden, attention_mask=enc.attention_mask)
+    h = out.last_hidden_state[enc.target_mask]  # (n_targets, d)
+    return model.hf.get_output_embeddings()(h)
+
+
+def packed_target_logits_from(model: LoadedModel, start: int, packed: Packed) -> torch.Tensor:
+    """As :func:`target_logits_from`, on a batch packed into one row (no padding work)."""
     with from_block(model, start):
         out = model.hf.base_model(
             inputs_embeds=packed.hidden,
