@@ -233,7 +233,7 @@ class MELO(Editor):
         self.rules: dict[str, int] = {"add": 0, "expand": 0, "conflict": 0}
 
     def extra_params(self) -> int:
-        return sum(p.numel() for layer in self.layers for p in layer.parameters())
+        return sum(p.numel() for layer in self.layers for p in (*layer.lora_A, *layer.lora_B))
 
     @contextmanager
     def _indexing(self, prompt_last: torch.Tensor):
