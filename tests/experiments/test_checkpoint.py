@@ -175,6 +175,6 @@ def test_ask_prints_edited_and_unedited_answers(reference, capsys):
     prompt = _records(1)[0].prompt
     assert main([str(reference), prompt, "--max-new-tokens", "3"]) == 0
     out = capsys.readouterr().out
-    assert "(a edit prompt of this run; target:" in out
+    assert "(edit prompt of this run; target:" in out
     assert "edited   (elder: deferred=" in out
     assert "unedited:" in out
