@@ -26,9 +26,15 @@ def _rome(model, tmp_path, **overrides):
 
 
 def test_edit_is_learned_in_the_configured_layer_only_and_state_rebuilds_it(tiny_model, tmp_path):
-    record = records(1)[0]
+    # The subject ends the prompt: δ then sits where the target is predicted, which a random
+    # tiny model needs (its attention spreads a δ elsewhere thin).
+    record = EditRecord("Tell me about Danielle Darrieux", "Paris", "r", "l", "t", "Danielle Darrieux")
     before = weights(tiny_model)
-    editor = _rome(tiny_model, tmp_path)
+    # A random tiny model has a tiny ‖m‖: lift the norm bound; the bare prompt only, so k* is
+    # exactly the key of the evaluated prompt.
+    editor = _rome(
+        tiny_model, tmp_path, context_prefixes=[], clamp_norm_factor=1e4, v_num_grad_steps=40
+    )
     editor.edit([record])
     assert target_is_argmax(editor, record)
     after = tiny_model.hf.state_dict()
