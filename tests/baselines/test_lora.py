@@ -24,7 +24,7 @@ def test_construction_keeps_the_function_and_the_module_paths(tiny_model):
 def test_edit_is_learned_base_is_frozen_and_state_rebuilds_it(tiny_model):
     record = records(1)[0]
     before = weights(tiny_model)
-    editor = LoRA(tiny_model, tiny_model.layers["lora"]["modules"], lr=5e-2, iterations=60)
+    editor = LoRA(tiny_model, tiny_model.layers["lora"]["modules"], lr=1e-2, iterations=100)
     editor.edit([record])
     assert target_is_argmax(editor, record)
     after = tiny_model.hf.state_dict()
