@@ -8,7 +8,7 @@ from baselines.one_layer import weight_out_in
 from baselines.rome import ROME
 from elder.editor import EditRecord
 from elder.encoding import encode
-from tests.baselines.zsre_helpers import records, target_is_argmax, weights
+from tests.baselines.zsre_helpers import records, weights
 from tests.conftest import tiny
 
 PREFIXES = ["The weather", "I think", "You know"]  # fixed: no sampling in most tests
