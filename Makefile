@@ -2,7 +2,7 @@
 PY ?= .venv/bin/python
 export ELDER_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: install test lint bench run
+.PHONY: install test lint bench run tables
 
 install:
 	python3 -m venv .venv
@@ -26,3 +26,6 @@ bench:
 
 run:
 	$(PY) run.py
+
+tables:
+	$(PY) -m experiments.tables

@@ -21,13 +21,20 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from elder.editor import Editor, EditRecord, Encoded, ForwardOutput
+from elder.editor import Editor
 from elder.encoding import split_ids
 from elder.models import LoadedModel
 from elder.saved import SAVED_DIR, save
 from experiments import metrics as M
 from experiments.checkpoint import Checkpoints, lock_run, resume_config, supports_state
 from experiments.data import EditStream
+from experiments.evaluation import (
+    Curve,
+    base_key,
+    base_predictions,
+    evaluate,
+    prediction_rows,
+)
 from experiments.results import append_row, git_commit, machine, write_json, write_jsonl
 from experiments.validation import check_finite, check_options
 
@@ -76,77 +83,6 @@ def check_lengths(stream: EditStream, model: LoadedModel) -> None:
                 )
 
 
-def evaluate(
-    forward, model: LoadedModel, records: list[EditRecord], batch_size: int
-) -> dict[str, list[M.Prediction]]:
-    """Teacher-forced predictions on the edit, rephrase and locality prompts of a stream."""
-    args = (model.tokenizer,)
-    return {
-        "edit": M.predict(
-            forward,
-            *args,
-            [r.prompt for r in records],
-            [r.target for r in records],
-            batch_size,
-            model.device,
-            "edit prompts",
-        ),
-        "rephrase": M.predict(
-            forward,
-            *args,
-            [r.rephrase for r in records],
-            [r.target for r in records],
-            batch_size,
-            model.device,
-            "rephrases",
-        ),
-        "locality": M.predict(
-            forward,
-            *args,
-            [r.loc_prompt for r in records],
-            [r.loc_target for r in records],
-            batch_size,
-            model.device,
-            "locality",
-        ),
-    }
-
-
-def base_forward(model: LoadedModel):
-    """The unedited model (an editor's construction must leave its function unchanged)."""
-
-    def forward(enc: Encoded) -> ForwardOutput:
-        return ForwardOutput(
-            model.hf(input_ids=enc.input_ids, attention_mask=enc.attention_mask).logits
-        )
-
-    return forward
-
-
-def prediction_rows(records, preds, base, tokenizer) -> list[dict[str, Any]]:
-    rows = []
-    for split, prompt_of, target_of in (
-        ("edit", "prompt", "target"),
-        ("rephrase", "rephrase", "target"),
-        ("locality", "loc_prompt", "loc_target"),
-    ):
-        for r, p, b in zip(records, preds[split], base[split], strict=True):
-            rows.append(
-                {
-                    "split": split,
-                    "case_id": r.case_id,
-                    "prompt": getattr(r, prompt_of),
-                    "target": getattr(r, target_of),
-                    "pred": tokenizer.decode(p.pred),
-                    "base_pred": tokenizer.decode(b.pred),
-                    "exact": p.exact,
-                    "token_acc": p.token_acc,
-                    **p.info,
-                }
-            )
-    return rows
-
-
 def retention_evaluator(cfg: DictConfig, model: LoadedModel):
     """The retention evaluator of ``eval.retention`` (None when the eval config has none)."""
     if not cfg.eval.get("retention"):
@@ -166,9 +102,9 @@ def run(cfg: DictConfig, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     model: LoadedModel = build(cfg.model)
     check_lengths(stream, model)
     retention = retention_evaluator(cfg, model)  # fingerprints the untouched weights
+    bs = cfg.eval.batch_size
+    key = base_key(model, stream, bs)  # likewise, before any editor wraps a module
     editor: Editor = build(cfg.method, model=model)  # fails on a layer the model lacks
-    if retention is not None:  # unedited task outputs (cached); construction changed nothing
-        retention.prepare()
     method = editor.name
     if cfg.save and not supports_state(editor):
         raise ValueError(f"save=true: {method} cannot save its edits yet (no state())")
@@ -189,13 +125,18 @@ def run(cfg: DictConfig, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     logger = build(cfg.logger)
     logger.start(run_id, run_dir, resolved)
 
-    bs = cfg.eval.batch_size
+    # The unedited model's outputs (cached across runs; an editor's construction changes
+    # nothing, so they are computed through the wrapped model); a resumed run keeps its own.
     checkpoints = Checkpoints(run_dir, cfg.checkpoint.every, editor)
     base = checkpoints.base_eval() if cfg.resume else None
     if base is None:
-        base = evaluate(base_forward(model), model, stream.records, bs)
+        base = base_predictions(model, stream, bs, key, cfg.eval.get("base_cache_dir"))
         checkpoints.save_base_eval(base)
+    if retention is not None:
+        retention.prepare()
     done, edit_seconds = checkpoints.restore() if cfg.resume else (0, 0.0)
+    curve = Curve(cfg.eval.get("every"), run_dir, model, bs)
+    curve.restore(edits_done=len(stream.records[: done * stream.batch_size]))
 
     start = time.perf_counter()
     batches = stream.batches()
@@ -204,11 +145,16 @@ def run(cfg: DictConfig, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
         stats = editor.edit(batches[step])
         check_finite(stats, step + 1, checkpoints.last, run_dir)
         logger.log({f"train/{k}": v for k, v in stats.items()}, step=step)
-        elapsed = edit_seconds + time.perf_counter() - start - checkpoints.seconds
+        elapsed = edit_seconds + time.perf_counter() - start - checkpoints.seconds - curve.seconds
+        so_far = stream.records[: (step + 1) * stream.batch_size]
+        last = step + 1 == len(batches)
+        point = curve.after_batch(editor, so_far, step * stream.batch_size, last, elapsed)
+        if point is not None:
+            logger.log({f"curve/{k}": v for k, v in point.items()}, step=step)
         checkpoints.after_batch(step + 1, elapsed)
         progress.update()
     progress.close()
-    edit_seconds += time.perf_counter() - start - checkpoints.seconds
+    edit_seconds += time.perf_counter() - start - checkpoints.seconds - curve.seconds
     if cfg.save:
         save(editor, run_dir / SAVED_DIR)
 

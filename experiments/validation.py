@@ -25,6 +25,11 @@ def check_options(cfg: DictConfig) -> None:
             f"eval.batch_size must be an integer >= 1, got {cfg.eval.batch_size!r}",
         ),
         (isinstance(cfg.save, bool), f"save must be true or false, got {cfg.save!r}"),
+        (
+            cfg.eval.get("every") is None
+            or (isinstance(cfg.eval.every, int) and cfg.eval.every >= 1),
+            f"eval.every must be a number of edits >= 1 or null, got {cfg.eval.get('every')!r}",
+        ),
     ]
     for ok, message in checks:
         if not ok:

@@ -17,8 +17,8 @@ from typing import Any
 
 from elder.editor import Editor
 from elder.models import LoadedModel
+from experiments import cache
 from experiments.results import write_json, write_jsonl
-from experiments.retention import cache
 from experiments.retention import prompts as P
 from experiments.retention.generate import Generation, base_generate, generate_all
 from experiments.retention.metrics import SCORERS

@@ -1,9 +1,10 @@
-"""On-disk cache of the unedited model's task outputs, so a sweep pays for them once.
+"""On-disk cache of the unedited model's outputs, so a sweep over methods pays for them once.
 
-One JSON file per (model, task) under ``<cache_dir>/<model>/``, named by a hash of everything
-that determines the outputs: the model's weights (a fingerprint), the prompt version, the
-sample (seed, size) and the batching (left padding makes outputs depend on the batch a prompt
-is in), dtype and device. A file whose stored key differs is ignored and rewritten.
+Used for the retention tasks' generations and for the edit stream's teacher-forced
+predictions. One JSON file per (model, task) under ``<cache_dir>/<model>/``, named by a hash
+of everything that determines the outputs: the model's weights (a fingerprint), the prompts
+(for retention: the prompt version and the sample), the batching (padding can change the
+last bits of a logit), dtype and device. A file whose stored key differs is ignored.
 """
 
 from __future__ import annotations

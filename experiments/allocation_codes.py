@@ -1,0 +1,88 @@
+"""The allocation codes behind the paper's Fig. 4, from a saved ELDER run.
+
+    python -m experiments.allocation_codes results/runs/<elder run with save=true>
+
+Five edits of the run's stream and their rephrases (seeded choice) and twenty NQ task inputs
+(the retention prompts) are routed by the edited model; each input's allocation code (the
+top-k LoRAs of every MoLoRA layer, a 0/1 vector of L·N), its router scores, its Hamming
+distance to the nearest stored edit code and whether ELDER defers it are written to
+``results/figures/fig4_codes.json``. ``make tables`` draws the t-SNE from that file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from elder import ELDER, load
+from elder.allocation import min_hamming, pack, topk_code
+from experiments.data import EditStream
+from experiments.results import write_json
+from experiments.retention import prompts as P
+from experiments.retention.evaluator import sample
+from experiments.retention.tasks import load_task
+from experiments.runner import build
+
+OUT = Path("results/figures/fig4_codes.json")
+
+
+@torch.no_grad()
+def route(editor: ELDER, text: str) -> dict[str, Any]:
+    """Allocation code, router scores and deferral of one input (routed as at inference)."""
+    model = editor.model
+    enc = model.tokenizer(text, return_tensors="pt")
+    ids = enc.input_ids[:, -model.max_length :].to(model.device)
+    last = torch.tensor([ids.shape[1] - 1], device=model.device)
+    with editor.routing(last) as state:
+        editor.hf(input_ids=ids)
+    scores = state["scores"]  # (1, L, N)
+    code = topk_code(scores, editor.config.k)  # (1, L, N) in {0, 1}
+    distance = int(min_hamming(pack(code).cpu(), editor.codes)[0])
+    return {
+        "code": code.flatten().tolist(),
+        "scores": [round(s, 5) for s in scores.flatten().tolist()],
+        "hamming_to_nearest_edit": distance,
+        "deferred": distance >= editor.config.eps,
+    }
+
+
+def codes(run_dir: Path, n_groups: int = 5, n_task: int = 20, seed: int = 0) -> dict[str, Any]:
+    editor = load(run_dir)
+    if not isinstance(editor, ELDER):
+        raise ValueError(f"{run_dir} is a {editor.name} run; allocation codes are ELDER's")
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    stream: EditStream = build(cfg.data)
+    chosen = random.Random(seed).sample(range(len(stream.records)), n_groups)
+    points = []
+    for g, i in enumerate(chosen, 1):
+        r = stream.records[i]
+        for kind, text in (("edit", r.prompt), ("rephrase", r.rephrase)):
+            point = {"group": f"edit #{g}", "kind": kind, "text": text}
+            points.append({**point, **route(editor, text)})
+    nq = load_task("nq")
+    rows = [nq[i] for i in sample(len(nq), n_task, seed)]
+    for prompt in P.render("nq", rows):
+        point = {"group": "task input (NQ)", "kind": "task", "text": prompt.text}
+        points.append({**point, **route(editor, prompt.text)})
+    return {"run_id": run_dir.name, "L": editor.config.L, "N": editor.config.N, "points": points}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    result = codes(args.run_dir, seed=args.seed)
+    write_json(args.out, result)
+    deferred = [p["deferred"] for p in result["points"] if p["kind"] == "task"]
+    print(f"{len(result['points'])} codes -> {args.out}; NQ inputs deferred: {sum(deferred)}/20")
+
+
+if __name__ == "__main__":
+    main()

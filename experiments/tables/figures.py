@@ -1,0 +1,230 @@
+"""Figures 2-4 as PNG: scalability curves (GRACE vs ELDER, ELDER per L) and the code t-SNE."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+
+from experiments.tables.cells import latest_per_seed
+from experiments.tables.names import name
+from experiments.tables.runs import Row, Spec, method_defaults, number, row_variant
+
+matplotlib.use("Agg")  # files only, no display
+
+SETTING = ("smollm2_135m", "counterfact")  # (model, data) of Figures 2 and 3
+CURVE_EDITS = 4000  # the stream the missing-run commands ask for (the paper's Fig. 2: 4000)
+CURVE_ARGS = f"data.n_edits={CURVE_EDITS} eval.every=100"
+FIG3_L = "2,4,6,8"  # the paper's tried L are only in its Figure 3 (an image)
+
+
+@dataclass
+class Figure:
+    """One figure: where it went (None: not written), what it shows, what would complete it."""
+
+    name: str
+    title: str
+    path: Path | None = None
+    runs: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # commands
+    note: str = ""
+
+
+def read_curve(file: Path) -> list[dict[str, Any]]:
+    """The points of a ``curve.jsonl`` (bad lines skipped), by number of edits."""
+    if not file.is_file():
+        return []
+    points = []
+    for line in file.read_text().splitlines():
+        try:
+            point = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(point, dict) and isinstance(point.get("edits"), (int, float)):
+            points.append(point)
+    return sorted(points, key=lambda p: p["edits"])
+
+
+def find_curves(rows: list[Row], spec: Spec, runs_dir: Path) -> list[tuple[str, list[dict]]]:
+    """The spec's runs with a curve, on the longest stream any of them has; latest per seed."""
+    found: dict[int, list[tuple[Row, list[dict]]]] = {}
+    for row in rows:
+        n = number(row, "n_edits")
+        if n is None or not replace(spec, n_edits=int(n)).matches(row, runs_dir):
+            continue
+        points = read_curve(runs_dir / row.get("run_id", "") / "curve.jsonl")
+        if points:
+            found.setdefault(int(n), []).append((row, points))
+    if not found:
+        return []
+    longest = found[max(found)]
+    keep = {id(r) for r in latest_per_seed([r for r, _ in longest])}
+    return [(r["run_id"], points) for r, points in longest if id(r) in keep]
+
+
+def _band(curves: list[list[dict]], key: str, scale: float = 1.0) -> tuple[np.ndarray, ...]:
+    """x, mean, min, max of ``key`` over the curves, at every x any curve has."""
+    by_x: dict[float, list[float]] = {}
+    for points in curves:
+        for p in points:
+            if isinstance(p.get(key), (int, float)):
+                by_x.setdefault(p["edits"], []).append(p[key] * scale)
+    xs = sorted(by_x)
+    ys = [by_x[x] for x in xs]
+    return (
+        np.array(xs),
+        np.array([np.mean(v) for v in ys]),
+        np.array([min(v) for v in ys]),
+        np.array([max(v) for v in ys]),
+    )
+
+
+def _plot(ax: plt.Axes, curves: list[list[dict]], key: str, label: str, scale: float) -> None:
+    x, mean, lo, hi = _band(curves, key, scale)
+    (line,) = ax.plot(x, mean, marker="o", markersize=3, label=f"{label} (n={len(curves)})")
+    if len(curves) > 1:
+        ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2)
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return path
+
+
+def fig2(rows: list[Row], runs_dir: Path, out_dir: Path) -> Figure:
+    """Reliability and extra parameters vs number of edits, GRACE vs ELDER."""
+    model, data = SETTING
+    result = Figure("fig2_scalability", "Figure 2: editing scalability of GRACE and ELDER")
+    found = {m: find_curves(rows, Spec.of(m, model, data), runs_dir) for m in ("grace", "elder")}
+    for curves in found.values():
+        result.runs += [run_id for run_id, _ in curves]
+    lacking = ",".join(m for m, curves in found.items() if not curves)
+    if lacking:
+        result.missing.append(
+            f"python run.py -m method={lacking} model={model} data={data} {CURVE_ARGS} seed=0,1"
+        )
+    if not any(found.values()):
+        return result
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for method, curves in found.items():
+        if curves:
+            points = [p for _, p in curves]
+            _plot(left, points, "reliability", name(method), 100.0)
+            _plot(right, points, "extra_params", name(method), 1e-6)
+    left.set(xlabel="number of edits", ylabel="reliability (%)", title="Reliability")
+    right.set(xlabel="number of edits", ylabel="extra parameters (M)", title="Parameters")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"{name(data)} · {name(model)}: mean over seeds, band = min–max")
+    result.path = _save(fig, out_dir / f"{result.name}.png")
+    return result
+
+
+def _l_values(rows: list[Row], model: str, data: str) -> list[str]:
+    """The L of every ELDER run of the setting that varies L only, and the default."""
+    values = {method_defaults("elder").get("L", "")}
+    for row in rows:
+        variant = row_variant(row)
+        same = (row.get("method"), row.get("model"), row.get("data")) == ("elder", model, data)
+        if same and set(variant) == {"method.L"}:
+            values.add(variant["method.L"])
+    return sorted((v for v in values if v), key=float)
+
+
+def fig3(rows: list[Row], runs_dir: Path, out_dir: Path) -> Figure:
+    """ELDER reliability vs number of edits for each number of MoLoRA layers L."""
+    model, data = SETTING
+    result = Figure("fig3_layers", "Figure 3: ELDER reliability vs edits for each L")
+    default = method_defaults("elder").get("L")
+    curves_by_l = {}
+    for value in _l_values(rows, model, data):
+        extra = {} if value == default else {"method.L": value}
+        curves = find_curves(rows, Spec.of("elder", model, data, overrides=extra), runs_dir)
+        if curves:
+            curves_by_l[value] = curves
+            result.runs += [run_id for run_id, _ in curves]
+    if not curves_by_l:
+        result.missing.append(
+            f"python run.py -m method=elder model={model} data={data} {CURVE_ARGS} "
+            f"method.L={FIG3_L}"
+        )
+        return result
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for value, curves in curves_by_l.items():
+        label = f"L={float(value):g}" + (" (default)" if value == default else "")
+        _plot(ax, [p for _, p in curves], "reliability", label, 100.0)
+    ax.set(xlabel="number of edits", ylabel="reliability (%)")
+    ax.set_title(f"ELDER with different L · {name(data)} · {name(model)}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    result.note = "L values found: " + ", ".join(f"{float(v):g}" for v in curves_by_l)
+    result.path = _save(fig, out_dir / f"{result.name}.png")
+    return result
+
+
+MARKERS = {"edit": "o", "rephrase": "^", "task": "x"}
+
+
+def fig4(codes_file: Path, out_dir: Path) -> Figure:
+    """t-SNE of the allocation codes of five edits, their rephrases and NQ task inputs."""
+    result = Figure("fig4_codes_tsne", "Figure 4: t-SNE of ELDER's allocation codes")
+    command = "python -m experiments.allocation_codes <ELDER run dir saved with save=true>"
+    try:
+        data = json.loads(codes_file.read_text())
+        points = [p for p in data["points"] if p.get("code")]
+    except (OSError, ValueError, KeyError, TypeError):
+        points = []
+    if len(points) < 3:
+        result.missing.append(command)
+        return result
+    # Slow to import: only when there is something to draw. One thread: ~30 points need no
+    # more, and OpenMP threads on a busy machine made the fit take minutes instead of 1 s.
+    from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
+
+    codes = np.array([p["code"] for p in points], dtype=float)
+    perplexity = max(1.0, min(10.0, (len(points) - 1) / 3))
+    tsne = TSNE(n_components=2, perplexity=perplexity, random_state=0, init="pca")
+    with threadpool_limits(limits=1):
+        xy = tsne.fit_transform(codes)  # (n_points, 2); squared distances of 0/1 codes = Hamming
+    groups = list(dict.fromkeys(p["group"] for p in points))
+    colors = {g: plt.get_cmap("tab10")(i % 10) for i, g in enumerate(groups)}
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    for (x, y), p in zip(xy, points, strict=True):
+        ax.scatter(x, y, color=colors[p["group"]], marker=MARKERS.get(p.get("kind"), "s"), s=40)
+    handles = [plt.Line2D([], [], color=colors[g], marker="o", ls="", label=g) for g in groups]
+    kinds = [k for k in MARKERS if any(p.get("kind") == k for p in points)]
+    handles += [plt.Line2D([], [], color="k", marker=MARKERS[k], ls="", label=k) for k in kinds]
+    ax.legend(handles=handles, fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    ax.set(xticks=[], yticks=[], title=f"Allocation codes (t-SNE), run {data.get('run_id', '?')}")
+    deferred = [p["deferred"] for p in points if p.get("kind") == "task" and "deferred" in p]
+    if deferred:
+        result.note = f"task inputs deferred: {sum(deferred)}/{len(deferred)}"
+    result.runs = [str(data.get("run_id", ""))]
+    result.path = _save(fig, out_dir / f"{result.name}.png")
+    return result
+
+
+def all_figures(rows: list[Row], results: Path) -> list[Figure]:
+    """Figures 2-4 into ``<results>/figures``; a figure without data is not written."""
+    out_dir = results / "figures"
+    runs_dir = results / "runs"
+    figures = [
+        fig2(rows, runs_dir, out_dir),
+        fig3(rows, runs_dir, out_dir),
+        fig4(out_dir / "fig4_codes.json", out_dir),
+    ]
+    for figure in figures:
+        stale = out_dir / f"{figure.name}.png"
+        if figure.path is None and stale.is_file():
+            stale.unlink()  # a figure from data that is gone would be misleading
+    return figures

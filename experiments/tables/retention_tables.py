@@ -1,0 +1,115 @@
+"""Table 2 (test retention) and Tables 7-10 (retention per general task)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from experiments.tables import paper
+from experiments.tables.cells import Collector
+from experiments.tables.names import (
+    DATASETS,
+    METHODS,
+    MODELS,
+    N_EDITS,
+    PAPER_MODELS,
+    TASK_NAMES,
+    name,
+)
+from experiments.tables.render import Block, Num, Table
+from experiments.tables.runs import Row, Spec, conf_value
+
+# Which paper table holds each (data, model) of the per-task results.
+PAPER_TASK_TABLE = {
+    ("zsre", "llama2_7b"): 7,
+    ("zsre", "gpt2_xl"): 8,
+    ("counterfact", "llama2_7b"): 9,
+    ("counterfact", "gpt2_xl"): 10,
+}
+RETENTION_NOTE = (
+    "Test retention: the mean of the 8 task scores (%; Gu et al. 2024's benchmark, "
+    "experiments/retention). Base: the unedited model (`base_retention*` columns of any "
+    "`eval=full` run of that model and data). Each run lists the task inputs it used; "
+    "cells on different subsamples (`eval.retention.n_per_task`) do not compare exactly."
+)
+
+
+def tasks() -> list[str]:
+    """The tasks in the retention mean, as ``conf/eval/full.yaml`` lists them."""
+    retention = conf_value("eval/full.yaml", "retention") or {}
+    return list(retention.get("tasks") or TASK_NAMES)
+
+
+def _base(model: str, data: str) -> Spec:
+    return Spec.of(None, model, data, full=True, any_variant=True)
+
+
+def table2(rows: list[Row], runs_dir: Path | None = None) -> Table:
+    """Test retention per method, one column per dataset and model (and the paper's)."""
+    c = Collector(rows, runs_dir)
+    header = ["Method"]
+    for data in DATASETS:
+        for model in MODELS:
+            header.append(f"{name(data)} · {name(model)}")
+            if model in PAPER_MODELS:
+                header.append(f"{name(data)} · {name(model)} (paper)")
+    body = []
+    for method in ["base", *METHODS]:
+        row: list[Num | str] = [name(method)]
+        for data in DATASETS:
+            for model in MODELS:
+                if method == "base":
+                    row.append(c.cell(_base(model, data), "base_retention", digits=1))
+                else:
+                    spec = Spec.of(method, model, data, full=True)
+                    row.append(c.cell(spec, "retention", digits=1))
+                if model in PAPER_MODELS:
+                    row.append(paper.cell("table2", data, model, method, digits=1))
+        body.append(row)
+    return Table(
+        name="table2",
+        title=f"Table 2: test retention on general tasks (%) after {N_EDITS} edits",
+        header=header,
+        blocks=[Block("", body)],
+        notes=[RETENTION_NOTE, "Paper: the ELDER paper's Table 2."],
+        runs=c.runs,
+        missing=c.missing,
+    )
+
+
+def table7_10(rows: list[Row], runs_dir: Path | None = None) -> Table:
+    """Per-task retention, one block per (data, model); the paper's Tables 7-10 beside ours."""
+    c = Collector(rows, runs_dir)
+    task_list = tasks()
+    blocks = []
+    for data in DATASETS:
+        for model in MODELS:
+            number = PAPER_TASK_TABLE.get((data, model))
+            body = []
+            for method in ["base", *METHODS]:
+                if method == "base":
+                    spec, prefix, avg = _base(model, data), "base_retention_", "base_retention"
+                else:
+                    spec = Spec.of(method, model, data, full=True)
+                    prefix, avg = "retention_", "retention"
+                ours = [c.cell(spec, prefix + t, digits=1) for t in task_list]
+                label = name(method) + (" (ours)" if number else "")
+                body.append([label, *ours, c.cell(spec, avg, digits=1)])
+                if number:
+                    theirs = [paper.task_cell(data, model, method, t) for t in task_list]
+                    avg_paper = paper.task_cell(data, model, method, "avg")
+                    body.append([f"{name(method)} (paper)", *theirs, avg_paper])
+            label = f"{name(data)} · {name(model)}"
+            blocks.append(Block(label + (f" (paper: Table {number})" if number else ""), body))
+    return Table(
+        name="table7_10",
+        title=f"Tables 7-10: retention per general task (%) after {N_EDITS} edits",
+        header=["Method", *[name(t) for t in task_list], "Avg. (retention)"],
+        blocks=blocks,
+        notes=[
+            RETENTION_NOTE,
+            "Paper: the ELDER paper's Tables 7 (LLaMA2-7B, ZsRE), 8 (GPT2-XL, ZsRE), "
+            "9 (LLaMA2-7B, CounterFact) and 10 (GPT2-XL, CounterFact).",
+        ],
+        runs=c.runs,
+        missing=c.missing,
+    )

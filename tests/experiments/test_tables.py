@@ -1,0 +1,186 @@
+"""`make tables`: cells from matching runs only, seeds averaged, missing cells with commands."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from experiments.tables.edit_tables import table1, table5
+from experiments.tables.figures import all_figures
+from experiments.tables.render import MISSING, Num, to_markdown, to_tex
+from experiments.tables.retention_tables import table2
+from experiments.tables.runs import read_runs
+
+ROOT = Path(__file__).resolve().parents[2]
+PNG = b"\x89PNG"
+
+
+def row(run_id: str, **kw: object) -> dict[str, object]:
+    """A runs.csv row: ELDER on SmolLM2, zsRE, 1000 edits, seed 0, unless told otherwise."""
+    base = {
+        "run_id": run_id,
+        "timestamp": "2026-11-26T07:00:00+00:00",
+        "method": "elder",
+        "model": "smollm2_135m",
+        "data": "zsre",
+        "n_edits": 1000,
+        "seed": 0,
+        "reliability": 0.5,
+        "generalization": 0.4,
+        "locality": 0.9,
+        "protocol": "after_stream_teacher_forced",
+        "overrides": "",
+        "base_reliability": 0.0,
+        "base_generalization": 0.0,
+    }
+    return {**base, **kw}
+
+
+def write_runs(results: Path, rows: list[dict[str, object]]) -> Path:
+    """``<results>/runs.csv`` with the union of the rows' columns (absent cells empty)."""
+    results.mkdir(parents=True, exist_ok=True)
+    header = list(dict.fromkeys(k for r in rows for k in r))
+    with open(results / "runs.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows)
+    return results / "runs.csv"
+
+
+def cell(table, block: str, method: str, column: int):
+    """The cell of a table by block label, row label and column index."""
+    (found,) = [b for b in table.blocks if b.label == block]
+    (line,) = [r for r in found.rows if r[0] == method]
+    return line[column]
+
+
+def test_a_matching_row_fills_its_cell_and_lists_its_run(tmp_path):
+    overrides = "method=elder eval=full eval.retention.n_per_task=100 save=true run_name=x"
+    rows = read_runs(write_runs(tmp_path, [row("r1", overrides=overrides)]))
+    table = table1(rows)
+    assert cell(table, "ZsRE · SmolLM2-135M", "ELDER", 1) == Num(50.0)
+    assert cell(table, "ZsRE · SmolLM2-135M", "ELDER", 2) == Num(40.0)
+    assert table.runs["ZsRE · SmolLM2-135M · ELDER"] == ["r1"]
+    assert "[r1](../runs/r1/)" in to_markdown(table)
+
+
+def test_a_row_with_a_variant_override_does_not_fill_the_default_cell(tmp_path):
+    rows = read_runs(write_runs(tmp_path, [row("lr", overrides="method.lr=1e-3")]))
+    table = table1(rows)
+    assert cell(table, "ZsRE · SmolLM2-135M", "ELDER", 1) == MISSING
+    assert "ZsRE · SmolLM2-135M · ELDER" not in table.runs
+
+
+def test_an_override_at_its_default_value_is_the_default_run(tmp_path):
+    rows = read_runs(write_runs(tmp_path, [row("k2", overrides="+sweep=table5_k method.k=2")]))
+    block = "ZsRE · SmolLM2-135M · k"
+    assert cell(table5(rows), block, "k=2 (default)", 2) == Num(40.0)
+    assert cell(table1(rows), "ZsRE · SmolLM2-135M", "ELDER", 2) == Num(40.0)
+
+
+def test_two_seeds_are_averaged_from_the_latest_row_of_each(tmp_path):
+    rows = [
+        row("old", seed=0, reliability=0.0, timestamp="2026-11-25T00:00:00+00:00"),
+        row("s0", seed=0, reliability=0.4),
+        row("s1", seed=1, reliability=0.6),
+    ]
+    table = table1(read_runs(write_runs(tmp_path, rows)))
+    value = cell(table, "ZsRE · SmolLM2-135M", "ELDER", 1)
+    assert (round(value.mean, 6), value.n) == (50.0, 2)
+    assert abs(value.std - 14.1421) < 1e-3
+    assert table.runs["ZsRE · SmolLM2-135M · ELDER"] == ["s0", "s1"]
+    assert "50.00 ± 14.14 (n=2)" in to_markdown(table)
+
+
+def test_a_missing_cell_is_reported_with_the_command_that_produces_it(tmp_path):
+    table = table2(read_runs(write_runs(tmp_path, [row("no_retention")])))
+    label = "CounterFact · SmolLM2-135M · GRACE · eval=full"
+    command = "python run.py method=grace model=smollm2_135m data=counterfact eval=full"
+    assert table.missing[label] == command
+    assert f"- {label}: `{command}`" in to_markdown(table)
+
+
+def test_the_tex_output_is_a_well_formed_booktabs_tabular(tmp_path):
+    rows = [row("s0", seed=0), row("s1", seed=1, reliability=0.7)]
+    tex = to_tex(table1(read_runs(write_runs(tmp_path, rows))))
+    assert tex.count(r"\begin{tabular}") == tex.count(r"\end{tabular}") == 1
+    assert tex.count(r"\begin{table}") == tex.count(r"\end{table}") == 1
+    assert tex.index(r"\toprule") < tex.index(r"\midrule") < tex.index(r"\bottomrule")
+    n_cols = len(re.search(r"\\begin\{tabular\}\{(\w+)\}", tex).group(1))
+    body = tex.split(r"\toprule")[1].split(r"\bottomrule")[0]
+    for line in body.splitlines():
+        if line.endswith(r"\\") and "multicolumn" not in line:
+            assert len(re.findall(r"(?<!\\)&", line)) == n_cols - 1, line
+    assert r"$\pm$" in tex and "_" not in body.replace(r"\_", "")
+
+
+def write_curve(results: Path, run_id: str, values: list[float]) -> None:
+    folder = results / "runs" / run_id
+    folder.mkdir(parents=True)
+    points = [
+        {"edits": 100 * (i + 1), "reliability": v, "extra_params": 1000 * (i + 1)}
+        for i, v in enumerate(values)
+    ]
+    (folder / "curve.jsonl").write_text("".join(json.dumps(p) + "\n" for p in points))
+
+
+def curve_results(results: Path) -> Path:
+    """Synthetic curve runs: GRACE and ELDER (two seeds) on 400 CounterFact edits."""
+    kw = {"model": "smollm2_135m", "data": "counterfact", "n_edits": 400}
+    rows = [
+        row("grace0", method="grace", **kw, overrides="eval.every=100 data.n_edits=400"),
+        row("elder0", seed=0, **kw, overrides="eval.every=100"),
+        row("elder1", seed=1, **kw, overrides="eval.every=100"),
+    ]
+    write_runs(results, rows)
+    write_curve(results, "grace0", [1.0, 0.9, 0.8, 0.7])
+    write_curve(results, "elder0", [1.0, 1.0, 0.9, 0.9])
+    write_curve(results, "elder1", [1.0, 0.8, 0.9, 0.7])
+    return results
+
+
+def test_figures_are_written_from_curve_files_and_a_figure_without_data_is_not(tmp_path):
+    results = curve_results(tmp_path)
+    fig2, fig3, fig4 = all_figures(read_runs(results / "runs.csv"), results)
+    assert fig2.path.read_bytes()[:4] == PNG
+    assert sorted(fig2.runs) == ["elder0", "elder1", "grace0"] and not fig2.missing
+    assert fig3.path.read_bytes()[:4] == PNG  # the default L only
+    assert fig4.path is None and not (results / "figures" / "fig4_codes_tsne.png").exists()
+    assert fig4.missing[0].startswith("python -m experiments.allocation_codes")
+
+
+def test_the_command_line_builds_everything_from_synthetic_results(tmp_path):
+    results = curve_results(tmp_path / "results")
+    codes = [
+        {"group": f"edit #{g}", "kind": kind, "code": [float((g + i) % 2) for i in range(8)]}
+        for g in range(1, 6)
+        for kind in ("edit", "rephrase")
+    ]
+    codes += [{"group": "task input (NQ)", "kind": "task", "code": [1.0] * 8}] * 6
+    (results / "figures" / "fig4_codes.json").parent.mkdir(parents=True, exist_ok=True)
+    (results / "figures" / "fig4_codes.json").write_text(
+        json.dumps({"run_id": "elder0", "points": codes})
+    )
+    cmd = [sys.executable, "-m", "experiments.tables", "--results", str(results)]
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True)
+    for stem in ("table1", "table2", "table3", "table4", "table5", "table7_10"):
+        assert (results / "tables" / f"{stem}.md").read_text().startswith("# Table")
+        assert r"\begin{tabular}" in (results / "tables" / f"{stem}.tex").read_text()
+    for fig in ("fig2_scalability", "fig3_layers", "fig4_codes_tsne"):
+        assert (results / "figures" / f"{fig}.png").read_bytes()[:4] == PNG
+    index = (results / "tables" / "README.md").read_text()
+    assert "make tables" in index and "table7_10.md" in index
+
+
+def test_a_resumed_run_is_matched_by_the_config_of_its_run_folder(tmp_path):
+    folder = tmp_path / "runs" / "resumed"
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text("method:\n  lr: 0.001\n  k: 2\n")
+    resume = f"resume={folder}"
+    rows = read_runs(write_runs(tmp_path, [row("resumed", overrides=resume)]))
+    table = table1(rows, tmp_path / "runs")
+    assert cell(table, "ZsRE · SmolLM2-135M", "ELDER", 1) == MISSING  # lr=1e-3 is a variant
