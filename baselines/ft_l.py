@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from baselines.one_layer import block_of, fc_layer
 from elder import trunk
 from elder.editor import Editor, EditRecord
-from elder.encoding import encode
 from elder.models import LoadedModel
 
 CLAMP_REFERENCES = ("original", "batch")
@@ -62,12 +61,7 @@ class FTL(Editor):
             p.copy_(torch.clamp(p, reference[key] - self.eps, reference[key] + self.eps))
 
     def edit(self, batch: list[EditRecord]) -> dict[str, float]:
-        enc = encode(
-            self.model.tokenizer,
-            [r.prompt for r in batch],
-            [r.target for r in batch],
-            self.model.device,
-        )
+        enc = self.encode(batch)
         reference = (
             self.originals
             if self.clamp_reference == "original"

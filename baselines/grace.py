@@ -30,7 +30,6 @@ from torch import nn
 from baselines._common import block_of, module_io, rows, target_logits
 from elder import trunk
 from elder.editor import Editor, EditRecord, Encoded, ForwardOutput, GenerateOutput
-from elder.encoding import encode
 from elder.models import LoadedModel, get_module, set_module
 from elder.molora import io_features
 
@@ -206,7 +205,7 @@ class GRACE(Editor):
 
     def _edit_one(self, record: EditRecord) -> dict[str, float]:
         cfg = self.config
-        enc = encode(self.model.tokenizer, [record.prompt], [record.target], self.model.device)
+        enc = self.encode([record])
         start = self.block if cfg.fast_path else None
         hidden = trunk.block_input(self.model, self.block, enc) if cfg.fast_path else None
         x, out = module_io(self.model, self.layer.base_layer, enc, start, hidden)

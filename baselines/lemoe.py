@@ -35,7 +35,6 @@ from torch import nn
 from baselines._common import block_of, target_logits
 from elder import trunk
 from elder.editor import Editor, EditRecord, Encoded, ForwardOutput, GenerateOutput
-from elder.encoding import encode
 from elder.models import LoadedModel, get_module, set_module
 from elder.molora import io_features
 
@@ -207,12 +206,7 @@ class LEMoE(Editor):
 
     def _train(self, batch: list[EditRecord]) -> dict[str, float]:
         cfg = self.config
-        enc = encode(
-            self.model.tokenizer,
-            [r.prompt for r in batch],
-            [r.target for r in batch],
-            self.model.device,
-        )
+        enc = self.encode(batch)
         with torch.no_grad():
             e = self.instance_embedding(enc.input_ids, self._prompt_mask(enc))  # (B, d)
         t = self.n_experts
@@ -272,12 +266,7 @@ class LEMoE(Editor):
         n_batches = math.ceil(len(records) / self.batch_size)
         if n_batches < 2:
             return [records]
-        enc = encode(
-            self.model.tokenizer,
-            [r.prompt for r in records],
-            [r.target for r in records],
-            self.model.device,
-        )
+        enc = self.encode(records)
         with torch.no_grad():
             e = self.instance_embedding(enc.input_ids, self._prompt_mask(enc)).float().cpu()
         labels = KMeans(n_batches, n_init=10, random_state=self.config.seed).fit_predict(e.numpy())

@@ -17,7 +17,6 @@ from transformers.pytorch_utils import Conv1D
 from baselines.one_layer import block_of, fc_layer
 from elder import trunk
 from elder.editor import Editor, EditRecord
-from elder.encoding import encode
 from elder.models import LoadedModel
 
 
@@ -69,12 +68,7 @@ class LoRA(Editor):
         return sum(p.numel() for p in self.adapters.values())
 
     def edit(self, batch: list[EditRecord]) -> dict[str, float]:
-        enc = encode(
-            self.model.tokenizer,
-            [r.prompt for r in batch],
-            [r.target for r in batch],
-            self.model.device,
-        )
+        enc = self.encode(batch)
         if self.reset_optimizer:
             self.optimizer = torch.optim.Adam(self.adapters.values(), lr=self.lr)
         hidden = trunk.block_input(self.model, self.start, enc) if self.fast_path else None

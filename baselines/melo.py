@@ -33,7 +33,6 @@ from torch import nn
 from baselines._common import block_of, rows, target_logits
 from elder import trunk
 from elder.editor import Editor, EditRecord, Encoded, ForwardOutput, GenerateOutput
-from elder.encoding import encode
 from elder.models import LoadedModel, get_module, set_module
 from elder.molora import io_features
 
@@ -280,12 +279,7 @@ class MELO(Editor):
 
     def edit(self, batch: list[EditRecord]) -> dict[str, float]:
         cfg = self.config
-        enc = encode(
-            self.model.tokenizer,
-            [r.prompt for r in batch],
-            [r.target for r in batch],
-            self.model.device,
-        )
+        enc = self.encode(batch)
         keys, hidden = self._keys(enc)
         block = [layer.new_block() for layer in self.layers][0]
         for key, record in zip(keys.cpu(), batch, strict=True):

@@ -97,6 +97,17 @@ class Editor(ABC):
     def hf(self) -> nn.Module:
         return self.model.hf
 
+    def encode(self, records: list[EditRecord]) -> Encoded:
+        """A batch of edits, prompt -> target, right-padded on the model's device."""
+        from elder.encoding import encode  # elder.encoding builds this module's Encoded
+
+        return encode(
+            self.model.tokenizer,
+            [r.prompt for r in records],
+            [r.target for r in records],
+            self.model.device,
+        )
+
     @abstractmethod
     def edit(self, batch: list[EditRecord]) -> dict[str, float]:
         """Apply one batch of edits; returns training statistics (e.g. final loss)."""

@@ -19,7 +19,6 @@ from elder import saved, trunk
 from elder.allocation import AllocationTable, min_hamming, pack, topk_code
 from elder.config import ELDERConfig
 from elder.editor import Editor, EditRecord, Encoded, ForwardOutput, GenerateOutput
-from elder.encoding import encode
 from elder.models import LoadedModel, get_module, set_module
 from elder.molora import MoLoRALayer
 
@@ -139,12 +138,7 @@ class ELDER(Editor):
 
     def edit(self, batch: list[EditRecord]) -> dict[str, float]:
         cfg = self.config
-        enc = encode(
-            self.model.tokenizer,
-            [r.prompt for r in batch],
-            [r.target for r in batch],
-            self.model.device,
-        )
+        enc = self.encode(batch)
         preset = self.allocations.batch([r.label for r in batch]).to(self.model.device)
         train_preset = preset if cfg.routing == "hard" else None
         if cfg.reset_optimizer:
