@@ -8,7 +8,7 @@ from baselines.one_layer import weight_out_in
 from baselines.rome import ROME
 from elder.editor import EditRecord
 from elder.encoding import encode
-from tests.baselines.zsre_helpers import records, weights
+from tests.baselines.zsre_helpers import records, target_is_argmax, weights
 from tests.conftest import tiny
 
 PREFIXES = ["The weather", "I think", "You know"]  # fixed: no sampling in most tests
@@ -25,20 +25,26 @@ def _rome(model, tmp_path, **overrides):
     return ROME(model, **config)
 
 
-def test_edit_changes_the_configured_layer_only_and_state_rebuilds_it(tiny_model, tmp_path):
+def test_edit_is_learned_in_the_configured_layer_only_and_state_rebuilds_it(tiny_model, tmp_path):
     # The subject ends the prompt: δ then sits where the target is predicted, which a random
     # tiny model needs (its attention spreads a δ elsewhere thin).
     record = EditRecord(
         "Tell me about Danielle Darrieux", "Paris", "r", "l", "t", "Danielle Darrieux"
     )
     before = weights(tiny_model)
-    # A random tiny model has a tiny ‖m‖: lift the norm bound; the bare prompt only, so k* is
-    # exactly the key of the evaluated prompt.
+    # A random tiny model has a tiny ‖m‖: the weight decay ‖δ‖/‖m‖² would pin δ at 0 and the
+    # norm bound would keep it small, so both are lifted; the bare prompt only, so k* is exactly
+    # the key of the evaluated prompt.
     editor = _rome(
-        tiny_model, tmp_path, context_prefixes=[], clamp_norm_factor=1e4, v_num_grad_steps=40
+        tiny_model,
+        tmp_path,
+        context_prefixes=[],
+        clamp_norm_factor=1e4,
+        v_weight_decay=0.0,
+        v_num_grad_steps=40,
     )
     editor.edit([record])
-    # Not asserted yet (issue 3 open): the fact becoming the argmax on a random tiny model.
+    assert target_is_argmax(editor, record)
     after = tiny_model.hf.state_dict()
     changed = {k for k, v in before.items() if not torch.equal(after[k], v)}
     assert changed == {f"{editor.module}.weight"}
