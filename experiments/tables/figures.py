@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -198,14 +199,30 @@ def fig4(codes_file: Path, out_dir: Path) -> Figure:
         xy = tsne.fit_transform(codes)  # (n_points, 2); squared distances of 0/1 codes = Hamming
     groups = list(dict.fromkeys(p["group"] for p in points))
     colors = {g: plt.get_cmap("tab10")(i % 10) for i, g in enumerate(groups)}
+    # Identical codes land on one spot: the marker grows with, and is labelled by, their count.
+    same = Counter((p["group"], p.get("kind"), tuple(p["code"])) for p in points)
+    drawn = set()
     fig, ax = plt.subplots(figsize=(7.5, 5))
     for (x, y), p in zip(xy, points, strict=True):
-        ax.scatter(x, y, color=colors[p["group"]], marker=MARKERS.get(p.get("kind"), "s"), s=40)
+        key = (p["group"], p.get("kind"), tuple(p["code"]))
+        if key in drawn:
+            continue
+        drawn.add(key)
+        marker = MARKERS.get(p.get("kind"), "s")
+        ax.scatter(x, y, color=colors[p["group"]], marker=marker, s=40 * same[key])
+        if same[key] > 1:
+            ax.annotate(f"×{same[key]}", (x, y), textcoords="offset points", xytext=(8, 6))
     handles = [plt.Line2D([], [], color=colors[g], marker="o", ls="", label=g) for g in groups]
     kinds = [k for k in MARKERS if any(p.get("kind") == k for p in points)]
     handles += [plt.Line2D([], [], color="k", marker=MARKERS[k], ls="", label=k) for k in kinds]
     ax.legend(handles=handles, fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
-    ax.set(xticks=[], yticks=[], title=f"Allocation codes (t-SNE), run {data.get('run_id', '?')}")
+    title = f"Allocation codes (t-SNE), run {data.get('run_id', '?')}"
+    hamming = [p["hamming_to_nearest_edit"] for p in points if p.get("kind") == "task"]
+    if hamming:
+        title += (
+            f"\nNQ inputs: Hamming distance to the nearest edit code {min(hamming)}-{max(hamming)}"
+        )
+    ax.set(xticks=[], yticks=[], title=title)
     deferred = [p["deferred"] for p in points if p.get("kind") == "task" and "deferred" in p]
     if deferred:
         result.note = f"task inputs deferred: {sum(deferred)}/{len(deferred)}"
