@@ -217,7 +217,11 @@ def fig4(codes_file: Path, out_dir: Path) -> Figure:
     handles += [plt.Line2D([], [], color="k", marker=MARKERS[k], ls="", label=k) for k in kinds]
     ax.legend(handles=handles, fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
     title = f"Allocation codes (t-SNE), run {data.get('run_id', '?')}"
-    hamming = [p["hamming_to_nearest_edit"] for p in points if p.get("kind") == "task"]
+    hamming = [
+        p["hamming_to_nearest_edit"]
+        for p in points
+        if p.get("kind") == "task" and "hamming_to_nearest_edit" in p
+    ]
     if hamming:
         title += (
             f"\nNQ inputs: Hamming distance to the nearest edit code {min(hamming)}-{max(hamming)}"
