@@ -12,6 +12,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from baselines._common import target_logits
 from baselines.one_layer import block_of, fc_layer
 from elder import trunk
 from elder.editor import Editor, EditRecord
@@ -75,10 +76,7 @@ class FTL(Editor):
         steps = 0
         try:
             for _ in range(self.iterations):
-                if hidden is None:
-                    logits = trunk.target_logits(self.model, enc)
-                else:
-                    logits = trunk.target_logits_from(self.model, self.start, hidden, enc)
+                logits = target_logits(self.model, enc, self.start, hidden)
                 loss = F.cross_entropy(logits.float(), enc.target_ids)
                 if loss.item() < self.stop_loss:
                     break

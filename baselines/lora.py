@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from transformers.pytorch_utils import Conv1D
 
+from baselines._common import target_logits
 from baselines.one_layer import block_of, fc_layer
 from elder import trunk
 from elder.editor import Editor, EditRecord
@@ -73,10 +74,7 @@ class LoRA(Editor):
             self.optimizer = torch.optim.Adam(self.adapters.values(), lr=self.lr)
         hidden = trunk.block_input(self.model, self.start, enc) if self.fast_path else None
         for _ in range(self.iterations):
-            if hidden is None:
-                logits = trunk.target_logits(self.model, enc)
-            else:
-                logits = trunk.target_logits_from(self.model, self.start, hidden, enc)
+            logits = target_logits(self.model, enc, self.start, hidden)
             loss = F.cross_entropy(logits.float(), enc.target_ids)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
