@@ -26,6 +26,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import StoppingCriteria
 
 from baselines._common import block_of, module_io, rows, target_logits
 from elder import trunk
@@ -247,12 +248,16 @@ class GRACE(Editor):
 
     @torch.no_grad()
     def generate(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        max_new_tokens: int,
+        stop: StoppingCriteria | None = None,
     ) -> GenerateOutput:
         last = torch.full((input_ids.shape[0],), input_ids.shape[1] - 1, device=input_ids.device)
         lookup: dict[str, torch.Tensor] = {}
         with self._positions(last, lookup):
-            tokens = super().generate(input_ids, attention_mask, max_new_tokens).tokens
+            tokens = super().generate(input_ids, attention_mask, max_new_tokens, stop).tokens
         return GenerateOutput(tokens, {"hit": lookup["hit"]})
 
     # -- saving ------------------------------------------------------------------------------

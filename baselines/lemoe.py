@@ -31,6 +31,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import StoppingCriteria
 
 from baselines._common import block_of, target_logits
 from elder import trunk
@@ -307,13 +308,20 @@ class LEMoE(Editor):
 
     @torch.no_grad()
     def generate(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        max_new_tokens: int,
+        stop: StoppingCriteria | None = None,
     ) -> GenerateOutput:
         # Left-padded prompts: the attention mask marks the prompt tokens; the route is fixed
         # for the whole generation (one route per sequence).
         e = self.instance_embedding(input_ids, attention_mask.bool())
         tokens, info = self._run(
-            e, lambda: super(LEMoE, self).generate(input_ids, attention_mask, max_new_tokens).tokens
+            e,
+            lambda: (
+                super(LEMoE, self).generate(input_ids, attention_mask, max_new_tokens, stop).tokens
+            ),
         )
         return GenerateOutput(tokens, info)
 

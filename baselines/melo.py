@@ -29,6 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import StoppingCriteria
 
 from baselines._common import block_of, rows, target_logits
 from elder import trunk
@@ -320,11 +321,15 @@ class MELO(Editor):
 
     @torch.no_grad()
     def generate(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        max_new_tokens: int,
+        stop: StoppingCriteria | None = None,
     ) -> GenerateOutput:
         last = torch.full((input_ids.shape[0],), input_ids.shape[1] - 1, device=input_ids.device)
         with self._indexing(last) as state:
-            tokens = super().generate(input_ids, attention_mask, max_new_tokens).tokens
+            tokens = super().generate(input_ids, attention_mask, max_new_tokens, stop).tokens
         return GenerateOutput(tokens, {"hit": state["blocks"] != NO_LORA})
 
     # -- saving ------------------------------------------------------------------------------

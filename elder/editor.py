@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from elder.models import LoadedModel
 
@@ -125,12 +126,17 @@ class Editor(ABC):
 
     @torch.no_grad()
     def generate(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        max_new_tokens: int,
+        stop: StoppingCriteria | None = None,
     ) -> GenerateOutput:
         """Greedy continuation of *left*-padded prompts (B, T) by the edited model.
 
         The prompt's last token is column T-1 for every row; methods that route or look up a
-        key at the last prompt token take it from there.
+        key at the last prompt token take it from there. A row ends at EOS, after
+        ``max_new_tokens``, or where ``stop`` says it is done.
         """
         sequences = self.hf.generate(
             input_ids=input_ids,
@@ -138,6 +144,7 @@ class Editor(ABC):
             max_new_tokens=max_new_tokens,
             do_sample=False,
             pad_token_id=self.model.tokenizer.pad_token_id,
+            stopping_criteria=None if stop is None else StoppingCriteriaList([stop]),
         )
         return GenerateOutput(sequences[:, input_ids.shape[1] :])
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from transformers import StoppingCriteria
 
 from elder import saved, trunk
 from elder.allocation import AllocationTable, min_hamming, pack, topk_code
@@ -182,11 +183,15 @@ class ELDER(Editor):
 
     @torch.no_grad()
     def generate(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        max_new_tokens: int,
+        stop: StoppingCriteria | None = None,
     ) -> GenerateOutput:
         last = torch.full((input_ids.shape[0],), input_ids.shape[1] - 1, device=input_ids.device)
         with self.routing(last, defer=self.config.defer) as state:
-            tokens = super().generate(input_ids, attention_mask, max_new_tokens).tokens
+            tokens = super().generate(input_ids, attention_mask, max_new_tokens, stop).tokens
         info = {} if state.get("active") is None else {"deferred": ~state["active"]}
         return GenerateOutput(tokens, info)
 

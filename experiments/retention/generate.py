@@ -2,31 +2,30 @@
 
 Prompts are tokenized one by one, cut from the left to fit the context, sorted by length (less
 padding) and left-padded by hand, so the tokenizer's shared padding side ("right", used for
-teacher forcing) is never touched. Early stopping at a newline is done by temporarily adding
-the stop tokens to the model's ``generation_config.eos_token_id`` (restored afterwards), which
-``Editor.generate`` and a plain ``hf.generate`` both honour.
+teacher forcing) is never touched. A row ends at EOS, after the task's token budget, or at the
+first stop string that follows non-blank text (:class:`StopAfterText`, handed to
+``Editor.generate``, which every method passes on to ``hf.generate``).
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from tqdm import tqdm
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from elder.editor import GenerateOutput
 from elder.models import LoadedModel
 
-GenerateFn = Callable[[torch.Tensor, torch.Tensor, int], GenerateOutput]
+GenerateFn = Callable[[torch.Tensor, torch.Tensor, int, StoppingCriteria | None], GenerateOutput]
 
 
 @dataclass
 class Generation:
-    """One prompt's generated tokens (up to the stop token), decoded text, and method info."""
+    """One prompt's generated tokens (up to EOS), decoded text, and method info."""
 
     tokens: list[int]
     text: str
@@ -39,7 +38,10 @@ def base_generate(model: LoadedModel) -> GenerateFn:
 
     @torch.no_grad()
     def generate(
-        input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        max_new_tokens: int,
+        stop: StoppingCriteria | None = None,
     ) -> GenerateOutput:
         sequences = model.hf.generate(
             input_ids=input_ids,
@@ -47,36 +49,28 @@ def base_generate(model: LoadedModel) -> GenerateFn:
             max_new_tokens=max_new_tokens,
             do_sample=False,
             pad_token_id=model.tokenizer.pad_token_id,
+            stopping_criteria=None if stop is None else StoppingCriteriaList([stop]),
         )
         return GenerateOutput(sequences[:, input_ids.shape[1] :])
 
     return generate
 
 
-@functools.lru_cache(maxsize=8)
-def _stop_ids(tokenizer: Any, stop: str) -> tuple[int, ...]:
-    texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
-    return tuple(i for i, text in enumerate(texts) if stop in text)
+class StopAfterText(StoppingCriteria):
+    """Ends a row at the first ``stop`` string that follows non-blank generated text.
 
+    Stopping at the first newline outright would end every answer that the model opens with a
+    line break (SmolLM2 does so on most NQ questions) before it says anything. The check
+    decodes each row's new tokens at every step: cheap next to one forward pass of the model.
+    """
 
-def stop_token_ids(tokenizer: Any, stop: str | None) -> list[int]:
-    """Every vocabulary token whose text contains ``stop`` (plus EOS): a row ends at one."""
-    ids = [] if stop is None else list(_stop_ids(tokenizer, stop))
-    if tokenizer.eos_token_id is not None:
-        ids.append(tokenizer.eos_token_id)
-    return sorted(set(ids))
+    def __init__(self, tokenizer: Any, stop: str, prompt_width: int) -> None:
+        self.tokenizer, self.stop, self.width = tokenizer, stop, prompt_width
 
-
-@contextmanager
-def stopping_at(model: LoadedModel, stop_ids: list[int]) -> Iterator[None]:
-    """Make ``generate`` end a row at any of ``stop_ids``; the old setting comes back after."""
-    config = model.hf.generation_config
-    old = config.eos_token_id
-    config.eos_token_id = list(stop_ids)
-    try:
-        yield
-    finally:
-        config.eos_token_id = old
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.width :], skip_special_tokens=True)
+        done = [self.stop in text.lstrip() for text in texts]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
 def left_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,21 +100,21 @@ def generate_all(
     encoded = [tok(p).input_ids for p in prompts]
     truncated = [len(ids) > budget for ids in encoded]
     encoded = [ids[-budget:] for ids in encoded]  # keep the end: the question and answer cue
-    stop_ids = stop_token_ids(tok, stop)
     order = sorted(range(len(prompts)), key=lambda i: (-len(encoded[i]), i))
+    ends = {tok.eos_token_id, tok.pad_token_id} - {None}
     out: list[Generation | None] = [None] * len(prompts)
-    with stopping_at(model, stop_ids):
-        for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
-            rows = order[start : start + batch_size]
-            ids, mask = left_pad([encoded[i] for i in rows], tok.pad_token_id)
-            result = generate(ids.to(model.device), mask.to(model.device), max_new_tokens)
-            for j, i in enumerate(rows):
-                tokens = result.tokens[j].tolist()
-                cut = next((k for k, t in enumerate(tokens) if t in stop_ids), len(tokens))
-                out[i] = Generation(
-                    tokens[:cut],
-                    tok.decode(tokens[: cut + 1], skip_special_tokens=True),
-                    {k: float(v[j]) for k, v in result.info.items()},
-                    truncated[i],
-                )
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
+        rows = order[start : start + batch_size]
+        ids, mask = left_pad([encoded[i] for i in rows], tok.pad_token_id)
+        criterion = None if stop is None else StopAfterText(tok, stop, ids.shape[1])
+        result = generate(ids.to(model.device), mask.to(model.device), max_new_tokens, criterion)
+        for j, i in enumerate(rows):
+            tokens = result.tokens[j].tolist()
+            cut = next((k for k, t in enumerate(tokens) if t in ends), len(tokens))
+            out[i] = Generation(
+                tokens[:cut],
+                tok.decode(tokens[:cut], skip_special_tokens=True),
+                {k: float(v[j]) for k, v in result.info.items()},
+                truncated[i],
+            )
     return out  # type: ignore[return-value]

@@ -31,9 +31,10 @@ Per task (record fields from :mod:`experiments.retention.tasks`):
 - ``sst2``: ``For each snippet of text,label the sentiment of the text as positive or
   negative.The answer should be exact 'positive' or 'negative'. text: {sentence} answer:``.
 
-Stopping: every task except ``gsm8k`` stops at the first newline (its answer is one line);
-technically every vocabulary token whose text contains the stop string ends a row's generation,
-and the decoded output is cut before the stop string. Outputs are then stripped of surrounding
+Stopping: every task except ``gsm8k`` stops at the first newline (its answer is one line) that
+follows non-blank text; line breaks before the answer are skipped, as SmolLM2 opens most NQ
+answers with one (``gu2024-v1`` stopped there and scored those answers as empty). The decoded
+output is cut before the stop string. Outputs are then stripped of surrounding
 whitespace. Prompts longer than the model's context minus ``max_new_tokens`` are cut from the
 left (never the case for SmolLM2/GPT2-XL/LLaMA2 with these data; tiny test models only).
 """
@@ -42,7 +43,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-PROMPT_VERSION = "gu2024-v1"
+PROMPT_VERSION = "gu2024-v2"
 
 ENTITY_TYPES = {"PER": "Person", "LOC": "Location", "ORG": "Organization", "MISC": "Miscellaneous"}
 
@@ -53,7 +54,7 @@ class TaskSpec:
 
     template: str  # str.format over the record's fields (+ o0..o3, entity_type, sentence)
     max_new_tokens: int
-    stop: str | None = "\n"  # generation of a row ends at the first token containing this
+    stop: str | None = "\n"  # a row ends at this string once it has non-blank text
 
 
 SPECS: dict[str, TaskSpec] = {
@@ -129,6 +130,7 @@ def render(task: str, records: list[dict]) -> list[Prompt]:
 def clean(task: str, text: str) -> str:
     """A decoded generation cut at the task's stop string and stripped."""
     stop = SPECS[task].stop
+    text = text.lstrip()  # generation skips line breaks before the answer
     if stop is not None:
         text = text.split(stop, 1)[0]
     return text.strip()

@@ -89,3 +89,4 @@ def test_sst2_accuracy():
 def test_outputs_are_cut_at_the_stop_string():
     assert clean("samsum", " Tom gets a puppy.\nB: ok") == "Tom gets a puppy."
     assert clean("gsm8k", "3 + 4 = 7\nSo 7.\n\nQ: next") == "3 + 4 = 7\nSo 7."
+    assert clean("nq", "\n\n Paris\nLondon") == "Paris"  # line breaks before the answer
