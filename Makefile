@@ -21,7 +21,7 @@ lint:
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-bench:  # seconds per edit side by side, then the 8 retention tasks at 200 inputs each
+bench:  # s/edit of every method on the same 100 edits, then the 8 retention tasks at 200 each
 	$(PY) -m experiments.bench
 	$(PY) -m experiments.bench_retention --n 200
 
