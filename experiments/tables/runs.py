@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import json
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from experiments.retention.prompts import PROMPT_VERSION
 from experiments.tables.names import N_EDITS, name
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -148,6 +150,22 @@ def _variant(overrides: str, method: str, run_dir: Path | None) -> tuple[tuple[s
     return tuple(sorted(variant.items()))
 
 
+@functools.cache
+def _prompt_version(file: Path) -> str | None:
+    return json.loads(file.read_text()).get("prompt_version") if file.is_file() else None
+
+
+def retention_prompt(row: Row, runs_dir: Path | None) -> str | None:
+    """The prompt version of a row's retention outputs (its run folder's ``retention.json``).
+
+    None when it cannot be told (no folder). A re-evaluated run's folder holds the latest
+    version, which is also its latest row's.
+    """
+    if runs_dir is None or not row.get("run_id"):
+        return None
+    return _prompt_version(runs_dir / row["run_id"] / "retention.json")
+
+
 @dataclass(frozen=True)
 class Spec:
     """One cell's runs: ``method=None`` means any method (the unedited model's columns)."""
@@ -179,6 +197,8 @@ class Spec:
             return False
         if self.full and number(row, "retention") is None:
             return False
+        if self.full and retention_prompt(row, runs_dir) not in (None, PROMPT_VERSION):
+            return False  # generated with older prompts: not comparable with current rows
         if self.any_variant:
             return True
         method = self.method or row.get("method", "")

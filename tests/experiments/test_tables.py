@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from experiments.retention.prompts import PROMPT_VERSION
 from experiments.tables.edit_tables import table1, table5
 from experiments.tables.figures import all_figures
 from experiments.tables.render import MISSING, Num, to_markdown, to_tex
@@ -102,6 +103,19 @@ def test_a_missing_cell_is_reported_with_the_command_that_produces_it(tmp_path):
     command = "python run.py method=grace model=smollm2_135m data=counterfact eval=full"
     assert table.missing[label] == command
     assert f"- {label}: `{command}`" in to_markdown(table)
+
+
+def test_a_retention_row_made_with_older_prompts_fills_no_cell(tmp_path):
+    rows = [row("v1", method="melo", retention=0.1), row("now", method="ft_l", retention=0.2)]
+    runs = read_runs(write_runs(tmp_path, rows))
+    for run_id, version in [("v1", "gu2024-v1"), ("now", PROMPT_VERSION)]:
+        (tmp_path / "runs" / run_id).mkdir(parents=True)
+        (tmp_path / "runs" / run_id / "retention.json").write_text(
+            json.dumps({"prompt_version": version})
+        )
+    table = table2(runs, tmp_path / "runs")
+    assert cell(table, "", "MELO", 1) == MISSING
+    assert cell(table, "", "FT-L", 1) == Num(20.0, digits=1)
 
 
 def test_the_tex_output_is_a_well_formed_booktabs_tabular(tmp_path):
