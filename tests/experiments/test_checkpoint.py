@@ -31,7 +31,7 @@ STREAM = (
     "save=true",
     "method._target_=tests.experiments.fakes.PausingELDER",
 )
-# What must be identical; timings, ids and the command line may differ.
+# What must be identical; timings, ids and the command line (results_dir) may differ.
 VARYING = {"run_id", "timestamp", "s_per_edit", "wall_s", "total_s", "overrides", "git_commit"}
 
 
@@ -58,6 +58,9 @@ def _assert_same(run_dir: Path, reference: Path) -> None:
     metrics, predictions, state = _outcome(run_dir)
     ref_metrics, ref_predictions, ref_state = _outcome(reference)
     assert metrics == ref_metrics
+    # a resumed run's row names the run's own overrides (its variant), not `resume=...`
+    overrides = json.loads((run_dir / "metrics.json").read_text())["overrides"]
+    assert "method.lr=1e-2" in overrides and "resume=" not in overrides
     assert predictions == ref_predictions
     assert state.keys() == ref_state.keys()
     for key in state:
