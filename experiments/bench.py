@@ -23,20 +23,12 @@ from pathlib import Path
 import torch
 from hydra.utils import instantiate
 
+from experiments.configs import compose
 from experiments.results import machine
 from experiments.runner import seed_everything
 
 # name -> overrides of the run config; "elder_plain" is ELDER without the fast path.
 VARIANTS = {"elder_plain": ["method=elder", "method.fast_path=false"], "elder": ["method=elder"]}
-
-
-def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    conf = Path(__file__).resolve().parents[1] / "conf"
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=overrides)
 
 
 def time_stream(editor, batches) -> float:

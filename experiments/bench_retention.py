@@ -14,6 +14,7 @@ import time
 import torch
 from hydra.utils import instantiate
 
+from experiments.configs import compose
 from experiments.retention import prompts as P
 from experiments.retention.evaluator import sample
 from experiments.retention.generate import base_generate, generate_all
@@ -32,11 +33,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     os.environ.setdefault("ELDER_DATA_DIR", os.path.abspath("../shared/data"))
 
-    from hydra import compose, initialize_config_dir
-
-    conf = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
-    with initialize_config_dir(config_dir=conf, version_base="1.3"):
-        model = instantiate(compose(config_name="config", overrides=[f"model={args.model}"]).model)
+    model = instantiate(compose([f"model={args.model}"]).model)
     generate = base_generate(model)
     print(f"{'task':<12}{'prompts':>8}{'wall_s':>9}{'cpu_s':>9}{'s/prompt':>10}  score")
     wall_total = cpu_total = 0.0

@@ -19,23 +19,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from elder.saved import SAVED_DIR, load, load_base
 from experiments.checkpoint import lock_run
+from experiments.configs import compose
 from experiments.results import append_row, git_commit, write_json
 from experiments.runner import build
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def retention_config(run_cfg: DictConfig, n_per_task: int | None) -> DictConfig:
     """The run's own ``eval.retention`` (``eval=full``'s for an ``eval=edit`` run)."""
     node = run_cfg.eval.get("retention")
     if node is None:
-        with initialize_config_dir(str(CONF), version_base=None):
-            node = compose(config_name="config", overrides=["eval=full"]).eval.retention
+        node = compose(["eval=full"]).eval.retention
     if n_per_task is not None:
         node.n_per_task = n_per_task
     return node

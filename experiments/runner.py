@@ -124,7 +124,7 @@ def run(cfg: DictConfig, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
         write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         write_text(run_dir / "overrides.txt", " ".join(overrides))
     elif (run_dir / "overrides.txt").is_file():  # the row names the run's variant, not `resume=`
-        overrides = tuple((run_dir / "overrides.txt").read_text().split(" "))
+        overrides = tuple((run_dir / "overrides.txt").read_text().split())
     logger = build(cfg.logger)
     logger.start(run_id, run_dir, resolved)
 
