@@ -18,6 +18,7 @@ Choices the abstract leaves open (each a config option):
   ``route_memory`` the e_x of earlier edits (d floats each) enter that loss with their own
   experts, so the new key learns not to take their routes (only the new key and projection
   train, so this cannot move an old route, only keep the new expert off it);
+- ``stop_loss``: a batch's training may end early once its loss is below it (off by default);
 - ``order: kmeans`` (order planning): edits are buffered, ``plan_window`` at a time, grouped
   by K-means on e_x and trained in batches filled from one cluster each (see ``_flush``).
 """
@@ -54,7 +55,8 @@ class LEMoEConfig:
     route_weight: float = 1.0  # weight of the routing loss -log g(own expert | x)
     route_memory: bool = True  # the routing loss also covers the e_x of every earlier edit
     lr: float = 2e-4  # AdamW
-    iterations: int = 50  # optimisation steps per edit batch
+    iterations: int = 50  # optimisation steps per edit batch (at most, see stop_loss)
+    stop_loss: float | None = None  # end a batch's training once its loss is below this
     order: str = "stream"  # "stream" (the runner's order) or "kmeans" (order planning)
     plan_window: int = 100  # edits buffered and reordered together when order=kmeans
     seed: int = 0  # initialisation of projections and experts, and K-means
@@ -225,6 +227,7 @@ class LEMoE(Editor):
         else:
             e_all = e
         own = own.to(e.device)
+        updates = 0
         try:
             for _ in range(cfg.iterations):
                 log_g = torch.log_softmax(self.router.scores(e_all).float(), dim=-1)  # (B+n, t+1)
@@ -233,9 +236,12 @@ class LEMoE(Editor):
                 model_loss = F.cross_entropy(logits.float(), enc.target_ids)
                 route_loss = F.nll_loss(log_g, own)
                 loss = model_loss + cfg.route_weight * route_loss
+                if cfg.stop_loss is not None and loss.item() < cfg.stop_loss:
+                    break
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                updates += 1
         finally:
             self.layer.expert = self.layer.gate = None
         for p in params:
@@ -249,6 +255,7 @@ class LEMoE(Editor):
             "model_loss": model_loss.item(),
             "route_loss": route_loss.item(),
             "routed_to_new": routed,
+            "updates": float(updates),  # optimizer steps taken (fewer than iterations: stop_loss)
         }
 
     def edit(self, batch: list[EditRecord]) -> dict[str, float]:

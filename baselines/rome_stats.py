@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+from tqdm import tqdm
 
 from elder.models import LoadedModel, get_module
 
@@ -67,7 +68,8 @@ def second_moment(
     order = sorted(texts, key=len)  # similar lengths per batch: less padding
     handle = layer.register_forward_pre_hook(grab)
     try:
-        for start in range(0, len(order), batch_size):
+        starts = range(0, len(order), batch_size)
+        for start in tqdm(starts, desc=f"ROME second moment ({module})", unit="batch"):
             enc = tok(
                 order[start : start + batch_size],
                 return_tensors="pt",

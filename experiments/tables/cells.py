@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from experiments.tables.render import MISSING, Num
-from experiments.tables.runs import Row, Spec, number, parse_overrides
+from experiments.tables.runs import Row, Spec, number, parse_overrides, retention_meta
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,17 @@ def aggregate(rows: list[Row], spec: Spec, metric: str, runs_dir: Path | None = 
     return Agg(statistics.fmean(values), std, len(values), tuple(r["run_id"] for r, _ in pairs))
 
 
-def retention_note(row: Row) -> str:
-    """Which task inputs a retention run used (runs on different subsamples don't compare)."""
-    n = parse_overrides(row.get("overrides", "")).get("eval.retention.n_per_task")
+def retention_note(row: Row, runs_dir: Path | None = None) -> str:
+    """Which task inputs a retention run used (runs on different subsamples don't compare).
+
+    Read from the run folder's ``retention.json`` where there is one (a resumed or
+    re-evaluated run's overrides may not name it), else from the row's overrides.
+    """
+    meta = retention_meta(row, runs_dir)
+    if "n_per_task" in meta:
+        n = meta["n_per_task"]
+    else:
+        n = parse_overrides(row.get("overrides", "")).get("eval.retention.n_per_task")
     return f"n_per_task={n}" if n not in (None, "null") else "full task sets"
 
 
@@ -68,7 +77,8 @@ class Collector:
         ids = self.runs.setdefault(spec.label(), [])
         by_id = {r.get("run_id"): r for r in self.rows}
         for run_id in agg.run_ids:
-            note = note or (retention_note if spec.full else None)
+            if note is None and spec.full:
+                note = functools.partial(retention_note, runs_dir=self.runs_dir)
             entry = run_id + (f" ({note(by_id.get(run_id, {}))})" if note else "")
             if entry not in ids:
                 ids.append(entry)

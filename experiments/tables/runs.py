@@ -151,19 +151,27 @@ def _variant(overrides: str, method: str, run_dir: Path | None) -> tuple[tuple[s
 
 
 @functools.cache
-def _prompt_version(file: Path) -> str | None:
-    return json.loads(file.read_text()).get("prompt_version") if file.is_file() else None
+def _retention_meta(file: Path) -> dict[str, Any]:
+    if not file.is_file():
+        return {}
+    meta = json.loads(file.read_text())
+    return {key: meta.get(key) for key in ("prompt_version", "n_per_task")}
+
+
+def retention_meta(row: Row, runs_dir: Path | None) -> dict[str, Any]:
+    """``prompt_version`` and ``n_per_task`` of a row's retention outputs, read from its run
+    folder's ``retention.json``; {} when there is none.
+
+    A re-evaluated run's folder holds its latest evaluation, which is also its latest row's.
+    """
+    if runs_dir is None or not row.get("run_id"):
+        return {}
+    return _retention_meta(runs_dir / row["run_id"] / "retention.json")
 
 
 def retention_prompt(row: Row, runs_dir: Path | None) -> str | None:
-    """The prompt version of a row's retention outputs (its run folder's ``retention.json``).
-
-    None when it cannot be told (no folder). A re-evaluated run's folder holds the latest
-    version, which is also its latest row's.
-    """
-    if runs_dir is None or not row.get("run_id"):
-        return None
-    return _prompt_version(runs_dir / row["run_id"] / "retention.json")
+    """The prompt version of a row's retention outputs; None when it cannot be told."""
+    return retention_meta(row, runs_dir).get("prompt_version")
 
 
 @dataclass(frozen=True)

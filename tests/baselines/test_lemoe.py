@@ -1,5 +1,7 @@
 """LEMoE on tiny models: inserted experts, frozen earlier experts, routing, order planning."""
 
+import copy
+
 import torch
 
 from baselines.lemoe import LEMoE
@@ -44,6 +46,17 @@ def test_batches_become_the_argmax_and_leave_earlier_experts_bit_identical(tiny_
     base_params_unchanged(tiny_model, before)
     enc = encode(tiny_model.tokenizer, [r.prompt for r in batch], [r.target for r in batch])
     assert editor.forward(enc).info["expert"].tolist() == [0, 0, 1, 1]  # routes kept
+
+
+def test_stop_loss_ends_a_batch_early_and_without_it_every_iteration_runs(tiny_model):
+    batch = records(2)
+    start = _lemoe(copy.deepcopy(tiny_model), iterations=1).edit(batch)["loss"]  # before updates
+    full = _lemoe(copy.deepcopy(tiny_model), iterations=60, lr=1e-2).edit(batch)
+    halfway = (start + full["loss"]) / 2
+    stopped = _lemoe(tiny_model, iterations=60, lr=1e-2, stop_loss=halfway).edit(batch)
+    assert full["updates"] == 60
+    assert 0 < stopped["updates"] < 60
+    assert stopped["loss"] < halfway
 
 
 def test_kmeans_order_plans_the_buffered_edits_and_state_rebuilds_them():

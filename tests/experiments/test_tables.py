@@ -118,6 +118,17 @@ def test_a_retention_row_made_with_older_prompts_fills_no_cell(tmp_path):
     assert cell(table, "", "FT-L", 1) == Num(20.0, digits=1)
 
 
+def test_a_retention_cell_names_the_sample_its_run_folder_used(tmp_path):
+    rows = [row("resumed", method="lemoe", retention=0.1, overrides="resume=results/runs/x")]
+    runs = read_runs(write_runs(tmp_path, rows))
+    (tmp_path / "runs" / "resumed").mkdir(parents=True)
+    (tmp_path / "runs" / "resumed" / "retention.json").write_text(
+        json.dumps({"prompt_version": PROMPT_VERSION, "n_per_task": 100})
+    )
+    table = table2(runs, tmp_path / "runs")
+    assert table.runs["ZsRE · SmolLM2-135M · LEMoE · eval=full"] == ["resumed (n_per_task=100)"]
+
+
 def test_the_tex_output_is_a_well_formed_booktabs_tabular(tmp_path):
     rows = [row("s0", seed=0), row("s1", seed=1, reliability=0.7)]
     tex = to_tex(table1(read_runs(write_runs(tmp_path, rows))))
