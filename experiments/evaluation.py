@@ -14,6 +14,7 @@ from elder.models import LoadedModel
 from experiments import cache
 from experiments import metrics as M
 from experiments.data import EditStream
+from experiments.results import keep_jsonl
 
 SPLITS = (  # split, prompt field, target field of an EditRecord
     ("edit", "prompt", "target"),
@@ -122,11 +123,8 @@ class Curve:
         self.seconds = 0.0  # evaluation time, kept out of the editing time
 
     def restore(self, edits_done: int) -> None:
-        if not self.every or not self.file.is_file():
-            return
-        points = [json.loads(line) for line in self.file.read_text().splitlines() if line]
-        kept = [p for p in points if p["edits"] <= edits_done]
-        self.file.write_text("".join(json.dumps(p) + "\n" for p in kept))
+        if self.every:
+            keep_jsonl(self.file, lambda point: point["edits"] <= edits_done)
 
     def after_batch(
         self, editor: Editor, records: list[EditRecord], before: int, last: bool, seconds: float

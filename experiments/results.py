@@ -9,6 +9,7 @@ import os
 import platform
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +105,37 @@ def read_rows(csv_path: Path) -> list[dict[str, str]]:
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    """One JSON object per line."""
-    with open(path, "w") as f:
+    """One JSON object per line, written atomically (the old file or the new one)."""
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        tmp = f.name
+    os.replace(tmp, path)
+
+
+def keep_jsonl(path: Path, keep: Callable[[dict[str, Any]], bool]) -> None:
+    """Rewrite a JSON-lines file with the rows ``keep`` accepts (a no-op without the file)."""
+    if not path.is_file():
+        return
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line]
+    write_jsonl(path, [r for r in rows if keep(r)])
+
+
+class TrainLog:
+    """The editor's statistics of each batch (``edit()``'s return) in ``train.jsonl``.
+
+    A line is written as its batch ends; on resume the lines of batches past the restored
+    checkpoint are dropped (those batches run again), so the log has one line per batch.
+    """
+
+    FILE = "train.jsonl"
+
+    def __init__(self, run_dir: Path) -> None:
+        self.file = run_dir / self.FILE
+
+    def restore(self, batches_done: int) -> None:
+        keep_jsonl(self.file, lambda row: row["batch"] < batches_done)
+
+    def log(self, batch: int, stats: dict[str, float]) -> None:
+        with self.file.open("a") as f:
+            f.write(json.dumps({"batch": batch, **stats}) + "\n")

@@ -35,7 +35,7 @@ from experiments.evaluation import (
     evaluate,
     prediction_rows,
 )
-from experiments.results import append_row, git_commit, machine, write_json, write_jsonl
+from experiments.results import TrainLog, append_row, git_commit, machine, write_json, write_jsonl
 from experiments.validation import check_finite, check_options
 
 
@@ -140,6 +140,8 @@ def run(cfg: DictConfig, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     done, edit_seconds = checkpoints.restore() if cfg.resume else (0, 0.0)
     curve = Curve(cfg.eval.get("every"), run_dir, model, bs)
     curve.restore(edits_done=len(stream.records[: done * stream.batch_size]))
+    train_log = TrainLog(run_dir)
+    train_log.restore(batches_done=done)
 
     start = time.perf_counter()
     batches = stream.batches()
@@ -148,6 +150,7 @@ def run(cfg: DictConfig, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
         stats = editor.edit(batches[step])
         check_finite(stats, step + 1, checkpoints.last, run_dir)
         logger.log({f"train/{k}": v for k, v in stats.items()}, step=step)
+        train_log.log(step, stats)
         elapsed = edit_seconds + time.perf_counter() - start - checkpoints.seconds - curve.seconds
         so_far = stream.records[: (step + 1) * stream.batch_size]
         last = step + 1 == len(batches)

@@ -45,26 +45,34 @@ def _resume(run_dir: Path) -> dict:
     return run(compose_cfg(*overrides), overrides)
 
 
-def _outcome(run_dir: Path) -> tuple[dict, str, dict[str, torch.Tensor]]:
+def _outcome(run_dir: Path) -> tuple[dict, str, str, dict[str, torch.Tensor]]:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     return (
         {k: v for k, v in metrics.items() if k not in VARYING},
         (run_dir / "predictions.jsonl").read_text(),
+        (run_dir / "train.jsonl").read_text(),  # one line per batch, also when resumed
         load_file(str(run_dir / "edited" / "state.safetensors")),
     )
 
 
 def _assert_same(run_dir: Path, reference: Path) -> None:
-    metrics, predictions, state = _outcome(run_dir)
-    ref_metrics, ref_predictions, ref_state = _outcome(reference)
+    metrics, predictions, train, state = _outcome(run_dir)
+    ref_metrics, ref_predictions, ref_train, ref_state = _outcome(reference)
     assert metrics == ref_metrics
     # a resumed run's row names the run's own overrides (its variant), not `resume=...`
     overrides = json.loads((run_dir / "metrics.json").read_text())["overrides"]
     assert "method.lr=1e-2" in overrides and "resume=" not in overrides
     assert predictions == ref_predictions
+    assert train == ref_train
     assert state.keys() == ref_state.keys()
     for key in state:
         assert torch.equal(state[key], ref_state[key]), key
+
+
+def test_the_run_folder_logs_the_editors_statistics_of_every_batch(reference):
+    lines = [json.loads(line) for line in (reference / "train.jsonl").read_text().splitlines()]
+    assert [line["batch"] for line in lines] == [0, 1, 2]
+    assert all(line["loss"] > 0 for line in lines)
 
 
 @pytest.fixture(scope="module")
