@@ -178,7 +178,8 @@ def load_model(
         tok = gguf_tokenizer(path)
         cfg_cls = {"gpt2": transformers.GPT2Config, "llama": transformers.LlamaConfig}[arch]
         hf_cfg = cfg_cls(vocab_size=len(tok), **dict(config or {}))
-        hf = transformers.AutoModelForCausalLM.from_config(hf_cfg).to(torch_dtype)
+        with torch.device(_device(device)):  # initialised where it runs (a 7B shape on a GPU)
+            hf = transformers.AutoModelForCausalLM.from_config(hf_cfg, dtype=torch_dtype)
     else:
         raise ValueError(f"model.source must be gguf, hub or tiny, not '{source}'")
     hf.to(_device(device)).eval().requires_grad_(False)

@@ -55,3 +55,10 @@ def test_the_default_is_elder_on_smollm2_and_zsre_with_the_paper_hyperparameters
 def test_an_unknown_key_is_refused():
     with pytest.raises(Exception, match="nonexistent"):
         compose_cfg("method.nonexistent=1")
+
+
+@pytest.mark.parametrize("real", ["gpt2_xl", "llama2_7b"])
+def test_a_random_weight_stand_in_has_the_real_models_layers_and_needs_no_download(real):
+    stand_in, model = compose_cfg(f"model={real}_random").model, compose_cfg(f"model={real}").model
+    assert stand_in.source == "tiny" and model.source == "hub"
+    assert (stand_in.blocks, stand_in.layers) == (model.blocks, model.layers)
