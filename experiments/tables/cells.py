@@ -76,9 +76,9 @@ class Collector:
             return None
         ids = self.runs.setdefault(spec.label(), [])
         by_id = {r.get("run_id"): r for r in self.rows}
+        if note is None and spec.full:
+            note = functools.partial(retention_note, runs_dir=self.runs_dir)
         for run_id in agg.run_ids:
-            if note is None and spec.full:
-                note = functools.partial(retention_note, runs_dir=self.runs_dir)
             entry = run_id + (f" ({note(by_id.get(run_id, {}))})" if note else "")
             if entry not in ids:
                 ids.append(entry)
