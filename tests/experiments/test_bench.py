@@ -2,7 +2,7 @@
 
 import sys
 
-from experiments import bench
+from experiments import bench, bench_retention
 
 
 def test_bench_reports_each_method_and_the_elder_path_check(tmp_path, monkeypatch):
@@ -13,3 +13,12 @@ def test_bench_reports_each_method_and_the_elder_path_check(tmp_path, monkeypatc
     for name in ["elder_plain", "elder", "ft_l"]:
         assert f"| {name} | " in report
     assert "ELDER fast path speed-up" in report
+
+
+def test_retention_bench_writes_a_row_per_task_and_the_total(tmp_path, monkeypatch):
+    argv = ["bench_retention", "--model", "tiny_llama", "--n", "2", "--threads", "1"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--tasks", "rte", "sst2", "--out", str(tmp_path)])
+    bench_retention.main()
+    report = (tmp_path / "retention_tiny_llama_2.md").read_text()
+    assert "| rte | 2 |" in report and "| sst2 | 2 |" in report
+    assert "Total: **" in report and "target" not in report  # a subset is not the target's
