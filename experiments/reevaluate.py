@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -59,8 +60,8 @@ def reevaluate(run_dir: str | Path, n_per_task: int | None = None) -> dict[str, 
     if run_cfg.eval.get("retention") is None:
         overrides = f"{overrides} eval=full".strip()
     if n_per_task is not None:
-        kept = [o for o in overrides.split() if not o.startswith("eval.retention.n_per_task=")]
-        overrides = " ".join([*kept, f"eval.retention.n_per_task={n_per_task}"])
+        kept = [o for o in shlex.split(overrides) if not o.startswith("eval.retention.n_per_task=")]
+        overrides = shlex.join([*kept, f"eval.retention.n_per_task={n_per_task}"])
     row.update({k: round(v, 6) for k, v in result.items()})
     row["overrides"] = overrides
     row["retention_commit"] = git_commit()

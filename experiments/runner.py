@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import shlex
 import time
 import uuid
 from datetime import datetime, timezone
@@ -122,9 +123,9 @@ def run(cfg: DictConfig, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     if not cfg.resume:
         write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-        write_text(run_dir / "overrides.txt", " ".join(overrides))
+        write_text(run_dir / "overrides.txt", shlex.join(overrides))  # values may hold spaces
     elif (run_dir / "overrides.txt").is_file():  # the row names the run's variant, not `resume=`
-        overrides = tuple((run_dir / "overrides.txt").read_text().split())
+        overrides = tuple(shlex.split((run_dir / "overrides.txt").read_text()))
     logger = build(cfg.logger)
     logger.start(run_id, run_dir, resolved)
 
@@ -190,7 +191,7 @@ def run(cfg: DictConfig, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
         "wall_s": round(edit_seconds, 1),
         "total_s": round(time.perf_counter() - t0, 1),
         "protocol": cfg.eval.protocol,
-        "overrides": " ".join(overrides),
+        "overrides": shlex.join(overrides),  # tables read it back with shlex.split
     }
     write_json(run_dir / "metrics.json", row)
     write_jsonl(

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -138,6 +139,16 @@ def test_crash_then_resume_matches(tmp_path, reference, monkeypatch, crash):
     monkeypatch.delenv(fakes.CRASH)
     _resume(tmp_path / "runs" / "r")
     _assert_same(tmp_path / "runs" / "r", reference)
+
+
+def test_a_resumed_run_keeps_an_override_value_with_a_space(tmp_path, monkeypatch):
+    results = tmp_path / "my results"
+    monkeypatch.setenv(fakes.CRASH, "3:eval")
+    with pytest.raises(fakes.SimulatedKill):
+        _run(results)
+    monkeypatch.delenv(fakes.CRASH)
+    row = _resume(results / "runs" / "r")
+    assert f"results_dir={results}" in shlex.split(row["overrides"])
 
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
