@@ -90,6 +90,9 @@ class Editor(ABC):
     """
 
     name: ClassVar[str]  # the method's name in configs and results
+    # Config fields that only change how the edited model answers, not what edit() trains:
+    # a saved run can be evaluated again with other values (``experiments.variant``).
+    inference_options: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, model: LoadedModel) -> None:
         self.model = model

@@ -28,6 +28,7 @@ class ELDER(Editor):
     """Mixture-of-LoRA editor; build with the fields of :class:`ELDERConfig`."""
 
     name = "elder"
+    inference_options = frozenset({"eps"})  # ε only decides, at inference, who is deferred
 
     def __init__(self, model: LoadedModel, **config: Any) -> None:
         super().__init__(model)

@@ -156,18 +156,46 @@ def load_base(
     return instantiate(model_cfg)
 
 
+def editor_class(run_dir: str | Path) -> type[Editor]:
+    """The Editor class a run folder's config names (any other ``_target_`` is refused)."""
+    from hydra.utils import get_class
+
+    target = _run_config(Path(run_dir)).method._target_
+    try:
+        cls = get_class(target)
+    except (ValueError, ImportError):
+        cls = None
+    if not (isinstance(cls, type) and issubclass(cls, Editor)):
+        raise ValueError(f"{run_dir}: method._target_ {target} is not an Editor")
+    return cls
+
+
+def check_inference_options(run_dir: str | Path, options: dict[str, Any]) -> None:
+    """Refuse changes to a saved run's method config beyond its ``inference_options``."""
+    cls = editor_class(run_dir)
+    training = sorted(set(options) - cls.inference_options)
+    if training:
+        allowed = ", ".join(sorted(cls.inference_options)) or "none"
+        raise ValueError(
+            f"{cls.__name__}: {', '.join(training)} change what edit() trains, so they need a "
+            f"new run; what may change after editing: {allowed}"
+        )
+
+
 def load(
     run_dir: str | Path,
     model: LoadedModel | None = None,
     device: str | None = None,
     trust_remote_code: bool = False,
+    options: dict[str, Any] | None = None,
 ) -> Editor:
     """The edited model saved by a run with ``save=true``: its editor, ready for ``generate``.
 
     ``model``: the run's base model if already loaded (see :func:`load_base`); it is edited
-    in place.
+    in place. ``options``: other values for the method's ``inference_options`` (e.g. ELDER's
+    ``eps``); any other field would change what was trained, and is refused.
     """
-    from hydra.utils import get_class, instantiate
+    from hydra.utils import instantiate
 
     run_dir = Path(run_dir)
     saved = run_dir / SAVED_DIR
@@ -176,13 +204,9 @@ def load(
             f"{run_dir} has no saved edits ('{SAVED_DIR}/'): run it with save=true"
         )
     cfg = _run_config(run_dir)
-    # Only an Editor may be built from a run folder's config (a _target_ can name any callable).
-    try:
-        cls = get_class(cfg.method._target_)
-    except (ValueError, ImportError):
-        cls = None
-    if not (isinstance(cls, type) and issubclass(cls, Editor)):
-        raise ValueError(f"{run_dir}: method._target_ {cfg.method._target_} is not an Editor")
+    check_inference_options(run_dir, options or {})
+    for key, value in (options or {}).items():
+        cfg.method[key] = value
     if model is None:
         model = load_base(run_dir, device, trust_remote_code)
     editor = instantiate(cfg.method, _partial_=True)(model=model)

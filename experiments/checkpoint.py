@@ -77,6 +77,14 @@ def _atomic_json(path: Path, obj: Any) -> None:
         os.close(fd)
 
 
+def read_base_eval(run_dir: Path) -> dict[str, list[Prediction]] | None:
+    """The unedited model's predictions stored in a run folder, if there are any."""
+    file = run_dir / BASE_EVAL
+    if not file.is_file():
+        return None
+    return {k: [Prediction(**p) for p in v] for k, v in json.loads(file.read_text()).items()}
+
+
 def supports_state(editor: Editor) -> bool:
     """Whether the method implements :meth:`Editor.state` (all methods should, in time)."""
     try:
@@ -107,10 +115,7 @@ class Checkpoints:
 
     def base_eval(self) -> dict[str, list[Prediction]] | None:
         """The stored base evaluation of this run folder, if there is one."""
-        file = self.run_dir / BASE_EVAL
-        if not file.is_file():
-            return None
-        return {k: [Prediction(**p) for p in v] for k, v in json.loads(file.read_text()).items()}
+        return read_base_eval(self.run_dir)
 
     def save_base_eval(self, base: dict[str, list[Prediction]]) -> None:
         _atomic_json(self.run_dir / BASE_EVAL, {k: [asdict(p) for p in v] for k, v in base.items()})

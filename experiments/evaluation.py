@@ -85,6 +85,18 @@ def base_predictions(
     return base
 
 
+def edit_results(edited: Predictions, base: Predictions) -> dict[str, float]:
+    """The edit metrics of the edited model, and the unedited model's as ``base_*``."""
+    result = M.edit_metrics(
+        edited["edit"], edited["rephrase"], edited["locality"], base["locality"]
+    )
+    base_metrics = M.edit_metrics(
+        base["edit"], base["rephrase"], base["locality"], base["locality"]
+    )
+    result.update({f"base_{k}": v for k, v in base_metrics.items() if k != "locality"})
+    return result
+
+
 def prediction_rows(records, preds: Predictions, base: Predictions, tokenizer) -> list[dict]:
     """One row per prompt: the edited and unedited argmax answers, and the method's report."""
     rows = []

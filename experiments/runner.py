@@ -26,13 +26,13 @@ from elder.editor import Editor
 from elder.encoding import split_ids
 from elder.models import LoadedModel
 from elder.saved import SAVED_DIR, save
-from experiments import metrics as M
 from experiments.checkpoint import Checkpoints, lock_run, resume_config, supports_state
 from experiments.data import EditStream
 from experiments.evaluation import (
     Curve,
     base_key,
     base_predictions,
+    edit_results,
     evaluate,
     prediction_rows,
 )
@@ -166,13 +166,7 @@ def run(cfg: DictConfig, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
         save(editor, run_dir / SAVED_DIR)
 
     edited = evaluate(editor.forward, model, stream.records, bs)
-    result = M.edit_metrics(
-        edited["edit"], edited["rephrase"], edited["locality"], base["locality"]
-    )
-    base_metrics = M.edit_metrics(
-        base["edit"], base["rephrase"], base["locality"], base["locality"]
-    )
-    result.update({f"base_{k}": v for k, v in base_metrics.items() if k != "locality"})
+    result = edit_results(edited, base)
     if retention is not None:
         result.update(retention.evaluate(editor, run_dir))
     row = {
