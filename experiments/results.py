@@ -40,17 +40,23 @@ CORE_COLUMNS = [
 ]
 
 
-def git_commit() -> str:
-    try:
+def git_commit(root: Path = Path(__file__).parent.parent) -> str:
+    """The commit of the code, ``-dirty`` if tracked files outside ``results/`` differ from it.
+
+    Results written by earlier runs (``runs.csv``, run folders) do not make the code dirty.
+    """
+
+    def git(*args: str) -> str:
         return subprocess.run(
-            ["git", "describe", "--always", "--dirty"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=Path(__file__).parent,
+            ["git", *args], capture_output=True, text=True, check=True, cwd=root
         ).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!results")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+    return f"{commit}-dirty" if changed else commit
 
 
 def machine() -> str:

@@ -1,6 +1,8 @@
 """runs.csv: one schema for every method, widened (never corrupted) by new columns."""
 
-from experiments.results import append_row, read_rows
+import subprocess
+
+from experiments.results import append_row, git_commit, read_rows
 
 
 def test_a_row_with_new_columns_widens_the_header_and_keeps_old_rows(tmp_path):
@@ -10,3 +12,24 @@ def test_a_row_with_new_columns_widens_the_header_and_keeps_old_rows(tmp_path):
     rows = read_rows(csv_path)
     assert [r["run_id"] for r in rows] == ["a", "b"]
     assert rows[0]["retention"] == "" and rows[1]["retention"] == "0.3"
+
+
+def test_the_commit_is_dirty_for_changed_code_but_not_for_earlier_results(tmp_path):
+    def git(*args):
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+            cwd=tmp_path,
+            check=True,
+            capture_output=True,
+        )
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "runs.csv").write_text("run_id\n")
+    (tmp_path / "run.py").write_text("print()\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "x")
+    (tmp_path / "results" / "runs.csv").write_text("run_id\na\n")  # a finished run's row
+    assert not git_commit(tmp_path).endswith("-dirty")
+    (tmp_path / "run.py").write_text("print(1)\n")
+    assert git_commit(tmp_path).endswith("-dirty")
