@@ -61,7 +61,7 @@ def parse_options(options: list[str]) -> dict[str, Any]:
 
 def derive(source: str | Path, options: list[str], name: str | None = None) -> dict[str, Any]:
     """Evaluate ``source``'s saved edits with ``options``; returns the new run's row."""
-    t0 = time.perf_counter()
+    t0, commit = time.perf_counter(), git_commit()  # the code that evaluates
     source = Path(source)
     if not (source / "metrics.json").is_file():
         raise FileNotFoundError(f"{source} has not finished (no metrics.json)")
@@ -117,7 +117,7 @@ def derive(source: str | Path, options: list[str], name: str | None = None) -> d
         "total_s": round(time.perf_counter() - t0, 1),
         "overrides": shlex.join(overrides),
         "derived_from": source.name,
-        "eval_commit": git_commit(),
+        "eval_commit": commit,
     }
     write_json(run_dir / "metrics.json", row)
     write_jsonl(
