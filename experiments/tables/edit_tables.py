@@ -199,6 +199,11 @@ def table5(rows: list[Row], runs_dir: Path | None = None) -> Table:
             + ", ".join(f"`python run.py -m +sweep=table5_{hp}`" for hp in sweeps)
             + " (conf/sweep/)."
         )
+    notes.append(
+        "ε acts only at inference, so an ε row needs no editing of its own: "
+        "`python -m experiments.variant <default eval=full run saved with save=true> "
+        "method.eps=<ε>` evaluates that run's saved edits with another ε, as a new run."
+    )
     return Table(
         name="table5",
         title="Table 5: ELDER hyperparameter sweeps (%)",
