@@ -97,6 +97,23 @@ def edit_results(edited: Predictions, base: Predictions) -> dict[str, float]:
     return result
 
 
+def evaluate_edited(
+    editor: Editor,
+    model: LoadedModel,
+    records: list[EditRecord],
+    batch_size: int,
+    base: Predictions,
+    retention: Any | None,
+    run_dir: Path,
+) -> tuple[Predictions, dict[str, float]]:
+    """The edited model's predictions and metrics (with retention when there is an evaluator)."""
+    edited = evaluate(editor.forward, model, records, batch_size)
+    result = edit_results(edited, base)
+    if retention is not None:
+        result.update(retention.evaluate(editor, run_dir))
+    return edited, result
+
+
 def prediction_rows(records, preds: Predictions, base: Predictions, tokenizer) -> list[dict]:
     """One row per prompt: the edited and unedited argmax answers, and the method's report."""
     rows = []

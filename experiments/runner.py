@@ -32,8 +32,7 @@ from experiments.evaluation import (
     Curve,
     base_key,
     base_predictions,
-    edit_results,
-    evaluate,
+    evaluate_edited,
     prediction_rows,
 )
 from experiments.results import TrainLog, append_row, git_commit, machine, write_json, write_jsonl
@@ -165,10 +164,7 @@ def run(cfg: DictConfig, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     if cfg.save:
         save(editor, run_dir / SAVED_DIR)
 
-    edited = evaluate(editor.forward, model, stream.records, bs)
-    result = edit_results(edited, base)
-    if retention is not None:
-        result.update(retention.evaluate(editor, run_dir))
+    edited, result = evaluate_edited(editor, model, stream.records, bs, base, retention, run_dir)
     row = {
         "run_id": run_id,
         "timestamp": stamp.isoformat(timespec="seconds"),

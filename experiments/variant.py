@@ -32,8 +32,7 @@ from experiments.checkpoint import lock_run, read_base_eval
 from experiments.evaluation import (
     base_key,
     base_predictions,
-    edit_results,
-    evaluate,
+    evaluate_edited,
     prediction_rows,
 )
 from experiments.results import append_row, git_commit, write_json, write_jsonl
@@ -105,10 +104,7 @@ def derive(source: str | Path, options: list[str], name: str | None = None) -> d
     overrides = [*kept, *(f"method.{k}={v}" for k, v in changed.items()), f"run_name={name}"]
     write_text(run_dir / "overrides.txt", shlex.join(overrides))
 
-    edited = evaluate(editor.forward, model, stream.records, bs)
-    result = edit_results(edited, base)
-    if retention is not None:
-        result.update(retention.evaluate(editor, run_dir))
+    edited, result = evaluate_edited(editor, model, stream.records, bs, base, retention, run_dir)
     row = {
         "run_id": name,
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
