@@ -6,6 +6,7 @@ import shlex
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from experiments.runner import run
 from experiments.variant import derive
@@ -36,7 +37,7 @@ def metrics(run_dir) -> dict:
 
 
 def test_the_sources_own_eps_reproduces_its_metrics(source):
-    eps = int((source / "config.yaml").read_text().split("\n  eps: ")[1].split()[0])
+    eps = OmegaConf.load(source / "config.yaml").method.eps
     row = derive(source, [f"method.eps={eps}"], name="same_eps")
     for column in ["reliability", "generalization", "locality", "retention", "agreement"]:
         assert row[column] == metrics(source)[column], column
