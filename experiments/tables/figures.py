@@ -24,6 +24,9 @@ CURVE_ARGS = f"data.n_edits={CURVE_EDITS} eval.every=100"
 FIG3_L = "2,4,6,8"  # the paper's tried L are only in its Figure 3 (an image)
 
 
+Curve = tuple[str, list[dict[str, Any]]]  # (run id, points)
+
+
 @dataclass
 class Figure:
     """One figure: where it went (None: not written), what it shows, what would complete it."""
@@ -51,8 +54,9 @@ def read_curve(file: Path) -> list[dict[str, Any]]:
     return sorted(points, key=lambda p: p["edits"])
 
 
-def find_curves(rows: list[Row], spec: Spec, runs_dir: Path) -> list[tuple[str, list[dict]]]:
-    """The spec's runs with a curve, on the longest stream any of them has; latest per seed."""
+def find_curves(rows: list[Row], spec: Spec, runs_dir: Path) -> tuple[int, list[Curve]]:
+    """The spec's runs with a curve on the longest stream any of them has (its number of
+    edits; 0 when there is none), latest per seed."""
     found: dict[int, list[tuple[Row, list[dict]]]] = {}
     for row in rows:
         n = number(row, "n_edits")
@@ -62,10 +66,22 @@ def find_curves(rows: list[Row], spec: Spec, runs_dir: Path) -> list[tuple[str, 
         if points:
             found.setdefault(int(n), []).append((row, points))
     if not found:
-        return []
-    longest = found[max(found)]
-    keep = {id(r) for r in latest_per_seed([r for r, _ in longest])}
-    return [(r["run_id"], points) for r, points in longest if id(r) in keep]
+        return 0, []
+    n_edits = max(found)
+    keep = {id(r) for r in latest_per_seed([r for r, _ in found[n_edits]])}
+    return n_edits, [(r["run_id"], points) for r, points in found[n_edits] if id(r) in keep]
+
+
+def short_of_paper(
+    n_edits: int, seeds: dict[str, int], command: str, min_seeds: int = 2
+) -> tuple[str, list[str]]:
+    """A figure's note and missing command when its curves fall short of the paper's stream
+    or of ``min_seeds`` seeds per line: the figure is drawn from what there is, and says so."""
+    short = [f"{line}: {n}" for line, n in seeds.items() if n < min_seeds]
+    note = f"stream of {n_edits} edits (the paper's: {CURVE_EDITS})"
+    if short:
+        note += f"; seeds below {min_seeds}: " + ", ".join(short)
+    return note, [command] if n_edits < CURVE_EDITS or short else []
 
 
 def _band(curves: list[list[dict]], key: str, scale: float = 1.0) -> tuple[np.ndarray, ...]:
@@ -105,15 +121,17 @@ def fig2(rows: list[Row], runs_dir: Path, out_dir: Path) -> Figure:
     model, data = SETTING
     result = Figure("fig2_scalability", "Figure 2: editing scalability of GRACE and ELDER")
     found = {m: find_curves(rows, Spec.of(m, model, data), runs_dir) for m in ("grace", "elder")}
+    command = f"python run.py -m method=grace,elder model={model} data={data} {CURVE_ARGS} seed=0,1"
+    n_edits = max(n for n, _ in found.values())
+    if not n_edits:
+        result.missing.append(command)
+        return result
+    # Both lines on the longest stream: a method with curves on a shorter one only is missing.
+    found = {m: curves if n == n_edits else [] for m, (n, curves) in found.items()}
     for curves in found.values():
         result.runs += [run_id for run_id, _ in curves]
-    lacking = ",".join(m for m, curves in found.items() if not curves)
-    if lacking:
-        result.missing.append(
-            f"python run.py -m method={lacking} model={model} data={data} {CURVE_ARGS} seed=0,1"
-        )
-    if not any(found.values()):
-        return result
+    seeds = {name(m): len(curves) for m, curves in found.items()}
+    result.note, result.missing = short_of_paper(n_edits, seeds, command)
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for method, curves in found.items():
         if curves:
@@ -125,7 +143,7 @@ def fig2(rows: list[Row], runs_dir: Path, out_dir: Path) -> Figure:
     for ax in (left, right):
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle(f"{name(data)} · {name(model)}: mean over seeds, band = min–max")
+    fig.suptitle(f"{name(data)} · {name(model)} · {n_edits} edits: mean over seeds, band = min–max")
     result.path = _save(fig, out_dir / f"{result.name}.png")
     return result
 
@@ -146,28 +164,32 @@ def fig3(rows: list[Row], runs_dir: Path, out_dir: Path) -> Figure:
     model, data = SETTING
     result = Figure("fig3_layers", "Figure 3: ELDER reliability vs edits for each L")
     default = method_defaults("elder").get("L")
-    curves_by_l = {}
+    command = (
+        f"python run.py -m method=elder model={model} data={data} {CURVE_ARGS} method.L={FIG3_L}"
+    )
+    found = {}
     for value in _l_values(rows, model, data):
         extra = {} if value == default else {"method.L": value}
-        curves = find_curves(rows, Spec.of("elder", model, data, overrides=extra), runs_dir)
-        if curves:
-            curves_by_l[value] = curves
-            result.runs += [run_id for run_id, _ in curves]
-    if not curves_by_l:
-        result.missing.append(
-            f"python run.py -m method=elder model={model} data={data} {CURVE_ARGS} "
-            f"method.L={FIG3_L}"
-        )
+        found[value] = find_curves(rows, Spec.of("elder", model, data, overrides=extra), runs_dir)
+    n_edits = max((n for n, _ in found.values()), default=0)
+    if not n_edits:
+        result.missing.append(command)
         return result
+    curves_by_l = {value: curves for value, (n, curves) in found.items() if n == n_edits}
+    for curves in curves_by_l.values():
+        result.runs += [run_id for run_id, _ in curves]
+    drawn = {float(v) for v in curves_by_l}
+    seeds = {f"L={v}": int(float(v) in drawn) for v in FIG3_L.split(",")}  # one run per L
+    note, result.missing = short_of_paper(n_edits, seeds, command, min_seeds=1)
     fig, ax = plt.subplots(figsize=(6, 4))
     for value, curves in curves_by_l.items():
         label = f"L={float(value):g}" + (" (default)" if value == default else "")
         _plot(ax, [p for _, p in curves], "reliability", label, 100.0)
     ax.set(xlabel="number of edits", ylabel="reliability (%)")
-    ax.set_title(f"ELDER with different L · {name(data)} · {name(model)}")
+    ax.set_title(f"ELDER with different L · {name(data)} · {name(model)} · {n_edits} edits")
     ax.grid(alpha=0.3)
     ax.legend()
-    result.note = "L values found: " + ", ".join(f"{float(v):g}" for v in curves_by_l)
+    result.note = f"{note}; L values: " + ", ".join(f"{float(v):g}" for v in curves_by_l)
     result.path = _save(fig, out_dir / f"{result.name}.png")
     return result
 
