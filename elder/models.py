@@ -104,10 +104,14 @@ def gguf_tokenizer(path: str = GGUF_TOKENIZER) -> Any:
     Converting the GGUF vocabulary takes ~15 s; the converted tokenizer is kept as JSON
     (``tokenizer.json``, no pickle) under ``$ELDER_CACHE_DIR`` (default ~/.cache/elder), keyed
     by the file's size and time and the transformers version. ELDER_CACHE_DIR=off disables it.
+    ``$ELDER_TOKENIZER_DIR``, a folder that such a conversion was saved to, replaces the file
+    (the GPU machine's first call, before the 98 MB file has arrived: scripts/device).
     """
     import transformers
     from transformers import AutoTokenizer
 
+    if os.environ.get("ELDER_TOKENIZER_DIR"):
+        return _with_pad(AutoTokenizer.from_pretrained(os.environ["ELDER_TOKENIZER_DIR"]))
     file = packaged_file(path)
     root = os.environ.get("ELDER_CACHE_DIR", str(Path.home() / ".cache" / "elder"))
     if root == "off":

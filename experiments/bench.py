@@ -71,6 +71,12 @@ def report(args, stream_name: str, rows: list[tuple[str, float, int]], editors: 
             f"difference of trained parameters between the paths: {diff:.2e}; "
             f"identical allocation codes: {same_codes}",
         ]
+    if any(name == "rome" for name, _, _ in rows):
+        lines += [
+            "",
+            "ROME's s/edit includes its one-time work for the stream: the random prefixes and, "
+            "unless cached under its `stats_dir`, the second moment C of its layer's keys.",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -44,6 +44,8 @@ def git_commit(root: Path = Path(__file__).parent.parent) -> str:
     """The commit of the code, ``-dirty`` if tracked files outside ``results/`` differ from it.
 
     Results written by earlier runs (``runs.csv``, run folders) do not make the code dirty.
+    Outside a git checkout (a copy of the tree on a GPU machine): ``$ELDER_GIT_COMMIT`` as
+    the copy's sender gave it, else "unknown".
     """
 
     def git(*args: str) -> str:
@@ -55,7 +57,7 @@ def git_commit(root: Path = Path(__file__).parent.parent) -> str:
         commit = git("rev-parse", "--short", "HEAD")
         changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!results")
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        return os.environ.get("ELDER_GIT_COMMIT") or "unknown"
     return f"{commit}-dirty" if changed else commit
 
 

@@ -1,6 +1,7 @@
 """`make bench` times every method on the same stream and keeps each row as it goes."""
 
 import sys
+from argparse import Namespace
 
 from experiments import bench, bench_retention
 
@@ -13,6 +14,14 @@ def test_bench_reports_each_method_and_the_elder_path_check(tmp_path, monkeypatc
     for name in ["elder_plain", "elder", "ft_l"]:
         assert f"| {name} | " in report
     assert "ELDER fast path speed-up" in report
+
+
+def test_a_rome_row_says_that_it_includes_the_streams_one_time_work():
+    args = Namespace(n_edits=20, model="gpt2_xl_random", methods="ft_l,rome")
+    with_rome = bench.report(args, "zsre", [("ft_l", 0.1, 5), ("rome", 2.0, 7)], {})
+    without = bench.report(args, "zsre", [("ft_l", 0.1, 5)], {})
+    assert "ROME's s/edit includes its one-time work" in with_rome
+    assert "ROME" not in without
 
 
 def test_retention_bench_writes_a_row_per_task_and_the_total(tmp_path, monkeypatch):

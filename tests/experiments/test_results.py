@@ -33,3 +33,10 @@ def test_the_commit_is_dirty_for_changed_code_but_not_for_earlier_results(tmp_pa
     assert not git_commit(tmp_path).endswith("-dirty")
     (tmp_path / "run.py").write_text("print(1)\n")
     assert git_commit(tmp_path).endswith("-dirty")
+
+
+def test_outside_a_git_checkout_the_commit_is_the_one_its_sender_named(tmp_path, monkeypatch):
+    monkeypatch.delenv("ELDER_GIT_COMMIT", raising=False)
+    assert git_commit(tmp_path) == "unknown"
+    monkeypatch.setenv("ELDER_GIT_COMMIT", "abc1234")
+    assert git_commit(tmp_path) == "abc1234"
