@@ -14,14 +14,14 @@ import numpy as np
 
 from experiments.tables.cells import latest_per_seed
 from experiments.tables.names import name
-from experiments.tables.runs import Row, Spec, method_defaults, number, row_variant
+from experiments.tables.runs import Row, Spec, canonical, method_defaults, number
 
 matplotlib.use("Agg")  # files only, no display
 
 SETTING = ("smollm2_135m", "counterfact")  # (model, data) of Figures 2 and 3
 CURVE_EDITS = 4000  # the stream the missing-run commands ask for (the paper's Fig. 2: 4000)
 CURVE_ARGS = f"data.n_edits={CURVE_EDITS} eval.every=100"
-FIG3_L = "2,4,6,8"  # the paper's tried L are only in its Figure 3 (an image)
+FIG3_L = (2, 4, 6, 8)  # the paper's tried L are only in its Figure 3 (an image)
 
 
 Curve = tuple[str, list[dict[str, Any]]]  # (run id, points)
@@ -72,16 +72,18 @@ def find_curves(rows: list[Row], spec: Spec, runs_dir: Path) -> tuple[int, list[
     return n_edits, [(r["run_id"], points) for r, points in found[n_edits] if id(r) in keep]
 
 
-def short_of_paper(
-    n_edits: int, seeds: dict[str, int], command: str, min_seeds: int = 2
-) -> tuple[str, list[str]]:
-    """A figure's note and missing command when its curves fall short of the paper's stream
-    or of ``min_seeds`` seeds per line: the figure is drawn from what there is, and says so."""
-    short = [f"{line}: {n}" for line, n in seeds.items() if n < min_seeds]
-    note = f"stream of {n_edits} edits (the paper's: {CURVE_EDITS})"
-    if short:
-        note += f"; seeds below {min_seeds}: " + ", ".join(short)
-    return note, [command] if n_edits < CURVE_EDITS or short else []
+def shortfall(n_edits: int, seeds: dict[str, int], min_seeds: int) -> str:
+    """What a figure drawn from the curves there are lacks: the paper's stream length, or
+    ``min_seeds`` seeds for a line ("" when nothing)."""
+    short = {line: n for line, n in seeds.items() if n < min_seeds}
+    parts = [f"stream of {n_edits} edits (the paper's: {CURVE_EDITS})"]
+    if short and min_seeds == 1:
+        parts.append("no curve: " + ", ".join(short))
+    elif short:
+        parts.append(
+            f"seeds below {min_seeds}: " + ", ".join(f"{k}: {n}" for k, n in short.items())
+        )
+    return "; ".join(parts) if n_edits < CURVE_EDITS or short else ""
 
 
 def _band(curves: list[list[dict]], key: str, scale: float = 1.0) -> tuple[np.ndarray, ...]:
@@ -130,8 +132,8 @@ def fig2(rows: list[Row], runs_dir: Path, out_dir: Path) -> Figure:
     found = {m: curves if n == n_edits else [] for m, (n, curves) in found.items()}
     for curves in found.values():
         result.runs += [run_id for run_id, _ in curves]
-    seeds = {name(m): len(curves) for m, curves in found.items()}
-    result.note, result.missing = short_of_paper(n_edits, seeds, command)
+    result.note = shortfall(n_edits, {name(m): len(c) for m, c in found.items()}, min_seeds=2)
+    result.missing = [command] if result.note else []
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for method, curves in found.items():
         if curves:
@@ -148,48 +150,52 @@ def fig2(rows: list[Row], runs_dir: Path, out_dir: Path) -> Figure:
     return result
 
 
-def _l_values(rows: list[Row], model: str, data: str) -> list[str]:
-    """The L of every ELDER run of the setting that varies L only, and the default."""
-    values = {method_defaults("elder").get("L", "")}
-    for row in rows:
-        variant = row_variant(row)
-        same = (row.get("method"), row.get("model"), row.get("data")) == ("elder", model, data)
-        if same and set(variant) == {"method.L"}:
-            values.add(variant["method.L"])
-    return sorted((v for v in values if v), key=float)
+def fig3_overrides(layers: int) -> dict[str, str]:
+    """A Figure 3 run's overrides: L, with ε at the default's share of the L·N code bits.
+
+    The paper does not say how ε moved with L; a fixed ε = 12 is not even allowed at L = 2
+    (L·N = 8 bits), and would defer less as L grows. So ε = 12·L/6 (= L·N/2 at N = 4).
+    """
+    defaults = method_defaults("elder")
+    if canonical(layers) == defaults.get("L"):
+        return {}
+    eps = round(float(defaults["eps"]) * layers / float(defaults["L"]))
+    return {"method.L": str(layers), "method.eps": str(eps)}
 
 
 def fig3(rows: list[Row], runs_dir: Path, out_dir: Path) -> Figure:
     """ELDER reliability vs number of edits for each number of MoLoRA layers L."""
     model, data = SETTING
     result = Figure("fig3_layers", "Figure 3: ELDER reliability vs edits for each L")
-    default = method_defaults("elder").get("L")
-    command = (
-        f"python run.py -m method=elder model={model} data={data} {CURVE_ARGS} method.L={FIG3_L}"
-    )
-    found = {}
-    for value in _l_values(rows, model, data):
-        extra = {} if value == default else {"method.L": value}
-        found[value] = find_curves(rows, Spec.of("elder", model, data, overrides=extra), runs_dir)
-    n_edits = max((n for n, _ in found.values()), default=0)
+    specs = {n: Spec.of("elder", model, data, overrides=fig3_overrides(n)) for n in FIG3_L}
+    found = {n: find_curves(rows, spec, runs_dir) for n, spec in specs.items()}
+    n_edits = max(n for n, _ in found.values())
+    curves_by_l = {layers: curves for layers, (n, curves) in found.items() if n and n == n_edits}
+    result.runs = [run_id for curves in curves_by_l.values() for run_id, _ in curves]
+    lacking = [n for n in FIG3_L if n not in curves_by_l or n_edits < CURVE_EDITS]
+    result.missing = [
+        " ".join(
+            [f"python run.py method=elder model={model} data={data} {CURVE_ARGS}"]
+            + [f"{k}={v}" for k, v in fig3_overrides(n).items()]
+        )
+        for n in lacking
+    ]
     if not n_edits:
-        result.missing.append(command)
         return result
-    curves_by_l = {value: curves for value, (n, curves) in found.items() if n == n_edits}
-    for curves in curves_by_l.values():
-        result.runs += [run_id for run_id, _ in curves]
-    drawn = {float(v) for v in curves_by_l}
-    seeds = {f"L={v}": int(float(v) in drawn) for v in FIG3_L.split(",")}  # one run per L
-    note, result.missing = short_of_paper(n_edits, seeds, command, min_seeds=1)
+    seeds = {f"L={n}": len(curves_by_l.get(n, [])) for n in FIG3_L}  # one run per L will do
+    note = shortfall(n_edits, seeds, min_seeds=1)
     fig, ax = plt.subplots(figsize=(6, 4))
-    for value, curves in curves_by_l.items():
-        label = f"L={float(value):g}" + (" (default)" if value == default else "")
+    defaults = method_defaults("elder")
+    for layers, curves in curves_by_l.items():
+        eps = float(fig3_overrides(layers).get("method.eps", defaults["eps"]))
+        default = canonical(layers) == defaults["L"]
+        label = f"L={layers}, ε={eps:g}" + (" (default)" if default else "")
         _plot(ax, [p for _, p in curves], "reliability", label, 100.0)
     ax.set(xlabel="number of edits", ylabel="reliability (%)")
     ax.set_title(f"ELDER with different L · {name(data)} · {name(model)} · {n_edits} edits")
     ax.grid(alpha=0.3)
     ax.legend()
-    result.note = f"{note}; L values: " + ", ".join(f"{float(v):g}" for v in curves_by_l)
+    result.note = "; ".join(filter(None, [note, "ε = 12·L/6"]))
     result.path = _save(fig, out_dir / f"{result.name}.png")
     return result
 
