@@ -112,6 +112,10 @@ class Editor(ABC):
             self.model.device,
         )
 
+    def check_stream(self, records: list[EditRecord]) -> None:
+        """Raise ``ValueError`` now, before any edit, if this editor cannot take the stream."""
+        return None  # by default any stream will do
+
     @abstractmethod
     def edit(self, batch: list[EditRecord]) -> dict[str, float]:
         """Apply one batch of edits; returns training statistics (e.g. final loss)."""

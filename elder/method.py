@@ -138,6 +138,16 @@ class ELDER(Editor):
             return self.config.N * (f * p).sum()
         return scores.new_zeros(())
 
+    def check_stream(self, records: list[EditRecord]) -> None:
+        labels = {r.label for r in records} | set(self.allocations.by_label)
+        if len(labels) > self.allocations.capacity:
+            cfg = self.config
+            raise ValueError(
+                f"ELDER: the stream has {len(labels)} distinct labels, but L={cfg.L}, N={cfg.N}, "
+                f"k={cfg.k} give only C({cfg.N},{cfg.k})^{cfg.L} = {self.allocations.capacity} "
+                "distinct allocations (one per label): raise L or N, or edit fewer facts"
+            )
+
     def edit(self, batch: list[EditRecord]) -> dict[str, float]:
         cfg = self.config
         enc = self.encode(batch)

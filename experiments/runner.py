@@ -105,6 +105,7 @@ def run(cfg: DictConfig, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     bs = cfg.eval.batch_size
     key = base_key(model, stream, bs)  # likewise, before any editor wraps a module
     editor: Editor = build(cfg.method, model=model)  # fails on a layer the model lacks
+    editor.check_stream(stream.records)  # e.g. more labels than ELDER has allocations
     method = editor.name
     if cfg.save and not supports_state(editor):
         raise ValueError(f"save=true: {method} cannot save its edits yet (no state())")

@@ -147,3 +147,12 @@ def test_hard_routing_trains_through_the_preset_experts():
 def test_impossible_options_are_refused(bad, message):
     with pytest.raises(ValueError, match=message):
         _elder(tiny("llama"), **bad)
+
+
+def test_a_stream_with_more_labels_than_allocations_is_refused_and_one_within_is_not():
+    editor = _elder(tiny("llama"), L=1, N=2, k=1, eps=1)  # C(2,1)^1 = 2 allocations
+    records = _records(3)
+    editor.check_stream(records[:2])
+    editor.check_stream([records[0]] * 5 + [records[1]])  # repeated labels share one
+    with pytest.raises(ValueError, match="3 distinct labels"):
+        editor.check_stream(records)

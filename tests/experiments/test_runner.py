@@ -69,6 +69,22 @@ def test_a_layer_the_model_lacks_is_refused_with_the_candidates(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_stream_the_editor_cannot_take_is_refused_before_any_edit(tmp_path):
+    cfg = compose_cfg(
+        "model=tiny_llama",
+        f"results_dir={tmp_path}",
+        "data.n_edits=8",
+        "logger=none",
+        "method.L=1",
+        "method.N=2",
+        "method.k=1",
+        "method.eps=1",
+    )
+    with pytest.raises(ValueError, match=r"8 distinct labels.*C\(2,1\)\^1 = 2 distinct"):
+        run(cfg)
+    assert not (tmp_path / "runs").exists()
+
+
 def test_an_empty_target_is_refused_with_its_record(tmp_path):
     data = [
         {
