@@ -189,9 +189,9 @@ def test_a_figure_short_of_the_papers_stream_or_seeds_says_so_and_names_the_full
         "python run.py -m method=grace,elder model=smollm2_135m data=counterfact "
         "data.n_edits=4000 eval.every=100 seed=0,1"
     ]
-    assert "no curve: L=2, L=4, L=8" in fig3.note
-    assert fig3.missing[0].endswith("eval.every=100 method.L=2 method.eps=4")
-    assert len(fig3.missing) == 4  # every L again on the paper's stream, the default L too
+    assert "no curve: L=4, L=8" in fig3.note
+    assert fig3.missing[0].endswith("eval.every=100 method.L=4 method.eps=8")
+    assert len(fig3.missing) == 3  # every L again on the paper's stream, the default L too
 
 
 def test_figure_3_varies_l_with_eps_at_the_defaults_share_of_the_code_bits(tmp_path):
@@ -200,14 +200,14 @@ def test_figure_3_varies_l_with_eps_at_the_defaults_share_of_the_code_bits(tmp_p
     assert fig3_overrides(8) == {"method.L": "8", "method.eps": "16"}
     kw = {"model": "smollm2_135m", "data": "counterfact", "n_edits": 400}
     rows = [
-        row("l2_eps4", **kw, overrides="method.L=2 method.eps=4"),
+        row("l8_eps16", **kw, overrides="method.L=8 method.eps=16"),
         row("l4_eps12", **kw, overrides="method.L=4"),  # ε of L=6: not a Figure 3 run
     ]
     write_runs(tmp_path, rows)
-    write_curve(tmp_path, "l2_eps4", [0.9, 0.8])
+    write_curve(tmp_path, "l8_eps16", [0.9, 0.8])
     write_curve(tmp_path, "l4_eps12", [0.9, 0.8])
     fig3 = all_figures(read_runs(tmp_path / "runs.csv"), tmp_path)[1]
-    assert fig3.runs == ["l2_eps4"] and "no curve: L=4, L=6, L=8" in fig3.note
+    assert fig3.runs == ["l8_eps16"] and "no curve: L=4, L=6" in fig3.note
 
 
 def test_a_curve_on_a_shorter_stream_is_not_drawn_beside_a_longer_one(tmp_path):
