@@ -21,7 +21,7 @@ from pathlib import Path
 
 from experiments.results import append_row, read_rows
 
-SKIP = shutil.ignore_patterns("checkpoint", ".lock", "wandb")  # as .gitignore: not results
+NOT_RESULTS = ("checkpoint", ".lock", "wandb")  # as .gitignore: kept out of results/
 
 
 def results_root(folder: Path) -> Path:
@@ -38,7 +38,7 @@ def same_files(a: Path, b: Path) -> bool:
     """Whether every file under ``a`` (checkpoints aside) is under ``b`` with the same bytes."""
     for file in a.rglob("*"):
         rel = file.relative_to(a)
-        if file.is_file() and not {"checkpoint", "wandb", ".lock"} & set(rel.parts):
+        if file.is_file() and not set(NOT_RESULTS) & set(rel.parts):
             other = b / rel
             if not other.is_file() or not filecmp.cmp(file, other, shallow=False):
                 return False
@@ -60,7 +60,7 @@ def merge(source: Path, into: Path) -> list[str]:
         if not dst.exists() and src not in copy:
             copy.append(src)
     for src in copy:
-        shutil.copytree(src, into / "runs" / src.name, ignore=SKIP)
+        shutil.copytree(src, into / "runs" / src.name, ignore=shutil.ignore_patterns(*NOT_RESULTS))
     for row in new:
         append_row(into / "runs.csv", {k: v for k, v in row.items() if v != ""})
     return [row["run_id"] for row in new]
