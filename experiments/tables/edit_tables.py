@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from experiments.tables import paper
@@ -10,6 +11,7 @@ from experiments.tables.names import DATASETS, METHODS, MODELS, N_EDITS, PAPER_M
 from experiments.tables.render import Block, Num, Table
 from experiments.tables.runs import CONF, Row, Spec, canonical, method_defaults, row_variant
 
+NO_RUN = "n/a"  # a sweep value no 1000-edit stream fits (see the table's notes)
 EDIT_METRICS = ["reliability", "generalization", "reliability_tok", "generalization_tok"]
 
 
@@ -152,29 +154,59 @@ def _sweep_settings(rows: list[Row]) -> list[tuple[str, str]]:
     return sorted((s for s in found if s in order), key=order.__getitem__)
 
 
-def _sweep_variant(hp: str, value: float, defaults: dict[str, str]) -> dict[str, str]:
-    """The overrides of one sweep cell; k above the default N runs with the next tried N."""
+def _allocations(defaults: dict[str, str], **values: float) -> int:
+    """C(N, k)^L, ELDER's distinct allocations (``values`` override the defaults)."""
+    n, k, layers = (int(float(values.get(hp, defaults[hp]))) for hp in ("N", "k", "L"))
+    return math.comb(n, k) ** layers
+
+
+def _sweep_variant(hp: str, value: float, defaults: dict[str, str]) -> dict[str, str] | None:
+    """The overrides of one sweep cell, or None where no 1000-edit stream fits.
+
+    ELDER gives each distinct label its own allocation, so a run needs C(N, k)^L of them for up
+    to N_EDITS labels. A k that does not fit at the default N runs with the next tried N that
+    fits; an N that does not fit at the default k has no run.
+    """
     if canonical(value) == defaults.get(hp):
         return {}
     extra = {f"method.{hp}": str(value)}
-    n_default = float(defaults.get("N", "inf"))
-    if hp == "k" and value > n_default:  # ELDERConfig refuses k > N
-        bigger = [n for n in paper.lookup("table5", "N") or [] if n >= value]
+    if _allocations(defaults, **{hp: value}) >= N_EDITS:
+        return extra
+    if hp == "k":
+        bigger = [
+            n
+            for n in paper.lookup("table5", "N") or []
+            if _allocations(defaults, N=n, k=value) >= N_EDITS
+        ]
         if bigger:
-            extra["method.N"] = str(min(bigger))
-    return extra
+            return {**extra, "method.N": str(min(bigger))}
+    return None
+
+
+def _no_fit_note(hp: str, value: float, defaults: dict[str, str]) -> str:
+    n, k, layers = (int(float({hp: value}.get(h, defaults[h]))) for h in ("N", "k", "L"))
+    return (
+        f"{hp}={value} has no run. ELDER gives each distinct label its own allocation; L={layers}, "
+        f"N={n}, k={k} give C({n},{k})^{layers} = {math.comb(n, k) ** layers} of them, and a "
+        f"{N_EDITS}-edit stream can have up to {N_EDITS} labels (ELDER refuses a stream with more "
+        "labels than allocations before its first edit)."
+    )
 
 
 def table5(rows: list[Row], runs_dir: Path | None = None) -> Table:
     """ELDER over the paper's tried values of k, N, λ (edit metrics) and ε (with retention)."""
     c = Collector(rows, runs_dir)
     defaults = method_defaults("elder")
-    blocks = []
+    blocks, no_fit = [], {}
     for model, data in _sweep_settings(rows):
         for hp, symbol in SWEEPS:
             body = []
             for value in paper.lookup("table5", hp) or []:
                 extra = _sweep_variant(hp, value, defaults)
+                if extra is None:
+                    body.append([f"{symbol}={value}", NO_RUN, NO_RUN, ""])
+                    no_fit.setdefault(_no_fit_note(hp, value, defaults), None)
+                    continue
                 full = hp == "eps"  # the paper chose ε by test retention
                 spec = Spec.of("elder", model, data, overrides=extra, full=full)
                 label = f"{symbol}={value}" + (" (default)" if not extra else "")
@@ -199,6 +231,7 @@ def table5(rows: list[Row], runs_dir: Path | None = None) -> Table:
             + ", ".join(f"`python run.py -m +sweep=table5_{hp}`" for hp in sweeps)
             + " (conf/sweep/)."
         )
+    notes += [f"{NO_RUN}: {note}" for note in no_fit]
     notes.append(
         "ε acts only at inference, so an ε row needs no editing of its own: "
         "`python -m experiments.variant <default eval=full run saved with save=true> "

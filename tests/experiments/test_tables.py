@@ -83,6 +83,19 @@ def test_an_override_at_its_default_value_is_the_default_run(tmp_path):
     assert cell(table1(rows), "ZsRE · SmolLM2-135M", "ELDER", 2) == Num(40.0)
 
 
+def test_a_sweep_value_without_enough_allocations_for_1000_labels_is_na_with_its_reason(
+    tmp_path,
+):
+    rows = read_runs(write_runs(tmp_path, [row("k4", overrides="method.k=4 method.N=8")]))
+    table = table5(rows)
+    # k=4 at the default N=4 leaves C(4,4)^6 = 1 allocation: its row is the run at N=8.
+    assert cell(table, "ZsRE · SmolLM2-135M · k", "k=4, N=8", 2) == Num(40.0)
+    # N=2 at the default k=2 has no N or k that fits: no run, no command, the reason instead.
+    assert cell(table, "ZsRE · SmolLM2-135M · N", "N=2", 1) == "n/a"
+    assert not any("method.N=2" in label for label in table.missing)
+    assert any("N=2 has no run" in n and "C(2,2)^6 = 1" in n for n in table.notes)
+
+
 def test_two_seeds_are_averaged_from_the_latest_row_of_each(tmp_path):
     rows = [
         row("old", seed=0, reliability=0.0, timestamp="2026-11-25T00:00:00+00:00"),
