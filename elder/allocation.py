@@ -14,6 +14,11 @@ import torch
 _POPCOUNT = torch.tensor([bin(i).count("1") for i in range(256)], dtype=torch.int32)
 
 
+def capacity(num_layers: int, num_experts: int, k: int) -> int:
+    """C(N, k)^L: how many distinct allocations there are (one per distinct label)."""
+    return math.comb(num_experts, k) ** num_layers
+
+
 def topk_code(scores: torch.Tensor, k: int) -> torch.Tensor:
     """Allocation code of router scores (B, L, N): ones at each layer's top-k -> (B, L·N) bool."""
     code = torch.zeros_like(scores, dtype=torch.bool)
@@ -48,7 +53,7 @@ class AllocationTable:
 
     def __init__(self, num_layers: int, num_experts: int, k: int, seed: int = 0) -> None:
         self.num_layers, self.num_experts, self.k = num_layers, num_experts, k
-        self.capacity = math.comb(num_experts, k) ** num_layers
+        self.capacity = capacity(num_layers, num_experts, k)
         self.generator = torch.Generator().manual_seed(seed)
         self.by_label: dict[str, torch.Tensor] = {}
         self._taken: set[tuple[int, ...]] = set()

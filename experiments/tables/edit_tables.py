@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
+from elder.allocation import capacity
 from experiments.tables import paper
 from experiments.tables.cells import Collector
 from experiments.tables.names import DATASETS, METHODS, MODELS, N_EDITS, PAPER_MODELS, name
@@ -154,10 +154,10 @@ def _sweep_settings(rows: list[Row]) -> list[tuple[str, str]]:
     return sorted((s for s in found if s in order), key=order.__getitem__)
 
 
-def _allocations(defaults: dict[str, str], **values: float) -> int:
-    """C(N, k)^L, ELDER's distinct allocations (``values`` override the defaults)."""
-    n, k, layers = (int(float(values.get(hp, defaults[hp]))) for hp in ("N", "k", "L"))
-    return math.comb(n, k) ** layers
+def _shape(defaults: dict[str, str], **values: float) -> tuple[int, int, int]:
+    """ELDER's (L, N, k), ``values`` overriding the defaults."""
+    layers, n, k = (int(float(values.get(hp, defaults[hp]))) for hp in ("L", "N", "k"))
+    return layers, n, k
 
 
 def _sweep_variant(hp: str, value: float, defaults: dict[str, str]) -> dict[str, str] | None:
@@ -170,13 +170,13 @@ def _sweep_variant(hp: str, value: float, defaults: dict[str, str]) -> dict[str,
     if canonical(value) == defaults.get(hp):
         return {}
     extra = {f"method.{hp}": str(value)}
-    if _allocations(defaults, **{hp: value}) >= N_EDITS:
+    if capacity(*_shape(defaults, **{hp: value})) >= N_EDITS:
         return extra
     if hp == "k":
         bigger = [
             n
             for n in paper.lookup("table5", "N") or []
-            if _allocations(defaults, N=n, k=value) >= N_EDITS
+            if capacity(*_shape(defaults, N=n, k=value)) >= N_EDITS
         ]
         if bigger:
             return {**extra, "method.N": str(min(bigger))}
@@ -184,10 +184,10 @@ def _sweep_variant(hp: str, value: float, defaults: dict[str, str]) -> dict[str,
 
 
 def _no_fit_note(hp: str, value: float, defaults: dict[str, str]) -> str:
-    n, k, layers = (int(float({hp: value}.get(h, defaults[h]))) for h in ("N", "k", "L"))
+    layers, n, k = _shape(defaults, **{hp: value})
     return (
         f"{hp}={value} has no run. ELDER gives each distinct label its own allocation; L={layers}, "
-        f"N={n}, k={k} give C({n},{k})^{layers} = {math.comb(n, k) ** layers} of them, and a "
+        f"N={n}, k={k} give C({n},{k})^{layers} = {capacity(layers, n, k)} of them, and a "
         f"{N_EDITS}-edit stream can have up to {N_EDITS} labels (ELDER refuses a stream with more "
         "labels than allocations before its first edit)."
     )
