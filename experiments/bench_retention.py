@@ -9,6 +9,7 @@ to ``results/bench/retention_<model>_<n>.md``, rewritten after each task.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import time
@@ -29,13 +30,30 @@ from experiments.retention.tasks import TASKS, load_task
 TARGET_S = 600.0  # issue 4: the 8 tasks at 200 inputs each within 10 minutes (2-core CPU)
 
 
-def report(args: argparse.Namespace, lines: list[str], wall: float, cpu: float, done: bool) -> str:
-    """The markdown report: how it was run, one row per task timed so far, the total."""
+def top_ops(profile: torch.profiler.profile, n: int = 5) -> list[str]:
+    """Markdown rows: the ``n`` torch ops with the most self CPU time, as shares of all of it."""
+    events = profile.key_averages()
+    total = sum(e.self_cpu_time_total for e in events) or 1.0
+    top = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:n]
+    return [f"| {e.key} | {100 * e.self_cpu_time_total / total:.1f}% |" for e in top]
+
+
+def report(
+    args: argparse.Namespace,
+    lines: list[str],
+    wall: float,
+    cpu: float,
+    done: bool,
+    ops: list[str] | None = None,
+) -> str:
+    """The markdown report: how it was run, one row per task timed so far, the total, and
+    (``--profile``) where the CPU time went."""
     head = [
         f"# Retention bench: {len(args.tasks)} tasks at {args.n} inputs each on {args.model}",
         "",
         f"- command: `python -m experiments.bench_retention --model {args.model} --n {args.n} "
-        f"--batch-size {args.batch_size} --threads {args.threads} --tasks {' '.join(args.tasks)}`",
+        f"--batch-size {args.batch_size} --threads {args.threads} --tasks {' '.join(args.tasks)}"
+        + (" --profile`" if args.profile else "`"),
         f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {machine()} "
         f"({platform.processor() or platform.machine()}), torch threads {args.threads}; "
         "unedited model, no cache",
@@ -52,6 +70,9 @@ def report(args: argparse.Namespace, lines: list[str], wall: float, cpu: float, 
         )
     elif done:
         tail.append(f"Total: **{wall:.1f} s wall** (CPU {cpu:.1f} s).")
+    if ops:
+        tail += ["", "Self CPU time by torch op (torch.profiler, all tasks):", ""]
+        tail += ["| op | share |", "|---|---|", *ops]
     return "\n".join(head + lines + tail) + "\n"
 
 
@@ -63,6 +84,9 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="*", default=list(TASKS))
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--out", default="results/bench")
+    parser.add_argument(
+        "--profile", action="store_true", help="also report the CPU time per torch op"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("ELDER_DATA_DIR", os.path.abspath("../shared/data"))
@@ -74,31 +98,36 @@ def main() -> None:
     out = Path(args.out) / f"retention_{args.model}_{args.n}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     rows: list[str] = []
-    for task in args.tasks:
-        records = load_task(task)
-        records = [records[i] for i in sample(len(records), args.n, 0)]
-        prompts = P.render(task, records)
-        spec = P.SPECS[task]
-        wall, cpu = time.perf_counter(), time.process_time()
-        outputs = generate_all(
-            generate,
-            model,
-            [p.text for p in prompts],
-            spec.max_new_tokens,
-            spec.stop,
-            args.batch_size,
-            task,
-        )
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        wall_total, cpu_total = wall_total + wall, cpu_total + cpu
-        scores = SCORERS[task](records, prompts, [P.clean(task, g.text) for g in outputs])
-        shown = " ".join(f"{k}={v:.3f}" for k, v in scores.items())
-        per = wall / len(prompts)
-        print(f"{task:<12}{len(prompts):>8}{wall:>9.1f}{cpu:>9.1f}{per:>10.3f}  {shown}")
-        rows.append(f"| {task} | {len(prompts)} | {wall:.1f} | {cpu:.1f} | {per:.3f} | {shown} |")
-        out.write_text(report(args, rows, wall_total, cpu_total, done=False))
+    profile = torch.profiler.profile() if args.profile else contextlib.nullcontext()
+    with profile:
+        for task in args.tasks:
+            records = load_task(task)
+            records = [records[i] for i in sample(len(records), args.n, 0)]
+            prompts = P.render(task, records)
+            spec = P.SPECS[task]
+            wall, cpu = time.perf_counter(), time.process_time()
+            outputs = generate_all(
+                generate,
+                model,
+                [p.text for p in prompts],
+                spec.max_new_tokens,
+                spec.stop,
+                args.batch_size,
+                task,
+            )
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            wall_total, cpu_total = wall_total + wall, cpu_total + cpu
+            scores = SCORERS[task](records, prompts, [P.clean(task, g.text) for g in outputs])
+            shown = " ".join(f"{k}={v:.3f}" for k, v in scores.items())
+            per = wall / len(prompts)
+            print(f"{task:<12}{len(prompts):>8}{wall:>9.1f}{cpu:>9.1f}{per:>10.3f}  {shown}")
+            rows.append(
+                f"| {task} | {len(prompts)} | {wall:.1f} | {cpu:.1f} | {per:.3f} | {shown} |"
+            )
+            out.write_text(report(args, rows, wall_total, cpu_total, done=False))
     print(f"{'total':<12}{'':>8}{wall_total:>9.1f}{cpu_total:>9.1f}")
-    out.write_text(report(args, rows, wall_total, cpu_total, done=True))
+    ops = top_ops(profile) if args.profile else None
+    out.write_text(report(args, rows, wall_total, cpu_total, done=True, ops=ops))
     print(f"report: {out}")
 
 

@@ -31,3 +31,11 @@ def test_retention_bench_writes_a_row_per_task_and_the_total(tmp_path, monkeypat
     report = (tmp_path / "retention_tiny_llama_2.md").read_text()
     assert "| rte | 2 |" in report and "| sst2 | 2 |" in report
     assert "Total: **" in report and "target" not in report  # a subset is not the target's
+
+
+def test_retention_bench_with_profile_reports_the_cpu_time_per_torch_op(tmp_path, monkeypatch):
+    argv = ["bench_retention", "--model", "tiny_llama", "--n", "2", "--threads", "1"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--tasks", "rte", "--out", str(tmp_path), "--profile"])
+    bench_retention.main()
+    report = (tmp_path / "retention_tiny_llama_2.md").read_text()
+    assert "--profile`" in report and "| aten::" in report
