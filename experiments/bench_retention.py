@@ -19,11 +19,12 @@ from pathlib import Path
 import torch
 from hydra.utils import instantiate
 
+from elder.models import LoadedModel
 from experiments.configs import compose
 from experiments.results import machine
 from experiments.retention import prompts as P
 from experiments.retention.evaluator import sample
-from experiments.retention.generate import base_generate, generate_all
+from experiments.retention.generate import GenerateFn, base_generate, generate_all
 from experiments.retention.metrics import SCORERS
 from experiments.retention.tasks import TASKS, load_task
 
@@ -76,6 +77,28 @@ def report(
     return "\n".join(head + lines + tail) + "\n"
 
 
+def time_task(
+    task: str, args: argparse.Namespace, model: LoadedModel, generate: GenerateFn
+) -> tuple[str, float, float]:
+    """Generate and score one task's sampled inputs; prints its line and returns its report
+    row with its wall and CPU seconds."""
+    records = load_task(task)
+    records = [records[i] for i in sample(len(records), args.n, 0)]
+    prompts = P.render(task, records)
+    spec = P.SPECS[task]
+    wall, cpu = time.perf_counter(), time.process_time()
+    texts = [p.text for p in prompts]
+    outputs = generate_all(
+        generate, model, texts, spec.max_new_tokens, spec.stop, args.batch_size, task
+    )
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    scores = SCORERS[task](records, prompts, [P.clean(task, g.text) for g in outputs])
+    shown = " ".join(f"{k}={v:.3f}" for k, v in scores.items())
+    per = wall / len(prompts)
+    print(f"{task:<12}{len(prompts):>8}{wall:>9.1f}{cpu:>9.1f}{per:>10.3f}  {shown}")
+    return f"| {task} | {len(prompts)} | {wall:.1f} | {cpu:.1f} | {per:.3f} | {shown} |", wall, cpu
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2_135m")
@@ -101,29 +124,9 @@ def main() -> None:
     profile = torch.profiler.profile() if args.profile else contextlib.nullcontext()
     with profile:
         for task in args.tasks:
-            records = load_task(task)
-            records = [records[i] for i in sample(len(records), args.n, 0)]
-            prompts = P.render(task, records)
-            spec = P.SPECS[task]
-            wall, cpu = time.perf_counter(), time.process_time()
-            outputs = generate_all(
-                generate,
-                model,
-                [p.text for p in prompts],
-                spec.max_new_tokens,
-                spec.stop,
-                args.batch_size,
-                task,
-            )
-            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            row, wall, cpu = time_task(task, args, model, generate)
             wall_total, cpu_total = wall_total + wall, cpu_total + cpu
-            scores = SCORERS[task](records, prompts, [P.clean(task, g.text) for g in outputs])
-            shown = " ".join(f"{k}={v:.3f}" for k, v in scores.items())
-            per = wall / len(prompts)
-            print(f"{task:<12}{len(prompts):>8}{wall:>9.1f}{cpu:>9.1f}{per:>10.3f}  {shown}")
-            rows.append(
-                f"| {task} | {len(prompts)} | {wall:.1f} | {cpu:.1f} | {per:.3f} | {shown} |"
-            )
+            rows.append(row)
             out.write_text(report(args, rows, wall_total, cpu_total, done=False))
     print(f"{'total':<12}{'':>8}{wall_total:>9.1f}{cpu_total:>9.1f}")
     ops = top_ops(profile) if args.profile else None
