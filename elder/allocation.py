@@ -35,13 +35,16 @@ def pack(code: torch.Tensor) -> torch.Tensor:
     return (padded.view(b, -1, 8) * weights).sum(-1, dtype=torch.uint8)
 
 
+def hamming(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Hamming distance of packed codes (..., W) and (..., W), broadcast -> (...) int."""
+    return _POPCOUNT.to(a.device)[(a ^ b).long()].sum(-1)
+
+
 def min_hamming(codes: torch.Tensor, stored: torch.Tensor) -> torch.Tensor:
     """Distance from each packed code (B, W) to its nearest stored code (M, W) -> (B,) int."""
     if stored.shape[0] == 0:
         return torch.full((codes.shape[0],), torch.iinfo(torch.int32).max, dtype=torch.int32)
-    xor = codes[:, None, :] ^ stored[None, :, :]  # (B, M, W)
-    popcount = _POPCOUNT.to(codes.device)[xor.long()]
-    return popcount.sum(-1).min(-1).values
+    return hamming(codes[:, None, :], stored[None, :, :]).min(-1).values  # (B, M) -> (B,)
 
 
 class AllocationTable:

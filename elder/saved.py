@@ -188,20 +188,24 @@ def load(
     device: str | None = None,
     trust_remote_code: bool = False,
     options: dict[str, Any] | None = None,
+    state_dir: str | Path | None = None,
 ) -> Editor:
     """The edited model saved by a run with ``save=true``: its editor, ready for ``generate``.
 
     ``model``: the run's base model if already loaded (see :func:`load_base`); it is edited
     in place. ``options``: other values for the method's ``inference_options`` (e.g. ELDER's
-    ``eps``); any other field would change what was trained, and is refused.
+    ``eps``); any other field would change what was trained, and is refused. ``state_dir``:
+    read the editor's state from there instead of ``<run_dir>/edited`` (e.g. a checkpoint).
     """
     from hydra.utils import instantiate
 
     run_dir = Path(run_dir)
-    saved = run_dir / SAVED_DIR
+    saved = run_dir / SAVED_DIR if state_dir is None else Path(state_dir)
     if not saved.is_dir():
         raise FileNotFoundError(
             f"{run_dir} has no saved edits ('{SAVED_DIR}/'): run it with save=true"
+            if state_dir is None
+            else f"{saved}: no such folder"
         )
     cfg = _run_config(run_dir)
     check_inference_options(run_dir, options or {})

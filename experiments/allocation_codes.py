@@ -32,16 +32,21 @@ OUT = Path("results/figures/fig4_codes.json")
 
 
 @torch.no_grad()
-def route(editor: ELDER, text: str) -> dict[str, Any]:
-    """Allocation code, router scores and deferral of one input (routed as at inference)."""
+def router_scores(editor: ELDER, text: str) -> torch.Tensor:
+    """Router scores (1, L, N) of one input, routed as at inference."""
     model = editor.model
     enc = model.tokenizer(text, return_tensors="pt")
     ids = enc.input_ids[:, -model.max_length :].to(model.device)
     last = torch.tensor([ids.shape[1] - 1], device=model.device)
     with editor.routing(last) as state:
         editor.hf(input_ids=ids)
-    scores = state["scores"]  # (1, L, N)
-    code = topk_code(scores, editor.config.k)  # (1, L, N) in {0, 1}
+    return state["scores"].float().cpu()
+
+
+def route(editor: ELDER, text: str) -> dict[str, Any]:
+    """Allocation code, router scores and deferral of one input (routed as at inference)."""
+    scores = router_scores(editor, text)  # (1, L, N)
+    code = topk_code(scores, editor.config.k)  # (1, L·N) in {0, 1}
     distance = int(min_hamming(pack(code).cpu(), editor.codes)[0])
     return {
         "code": code.flatten().tolist(),

@@ -94,6 +94,15 @@ def supports_state(editor: Editor) -> bool:
     return True
 
 
+def latest(run_dir: Path) -> tuple[Path, int] | None:
+    """The run's newest checkpoint folder and how many edit batches it holds, if any."""
+    pointer = Path(run_dir) / CHECKPOINT_DIR / LATEST
+    if not pointer.is_file():
+        return None
+    entry = json.loads(pointer.read_text())
+    return pointer.parent / entry["dir"], int(entry["batches_done"])
+
+
 class Checkpoints:
     """Saves a run's progress every ``every`` batches and restores the latest one."""
 
@@ -149,10 +158,10 @@ class Checkpoints:
 
     def restore(self) -> tuple[int, float]:
         """Load the latest checkpoint into the editor and the RNGs: (batches done, edit s)."""
-        latest = self.root / LATEST
-        if not latest.is_file():
+        found = latest(self.run_dir)
+        if found is None:
             return 0, 0.0
-        folder = self.root / json.loads(latest.read_text())["dir"]
+        folder, _ = found
         tensors, meta = read_state(folder)
         if meta.pop("method", None) != self.editor.name:
             raise ValueError(f"{folder} is not a checkpoint of {self.editor.name}")

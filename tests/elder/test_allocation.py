@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 
-from elder.allocation import AllocationTable, min_hamming, pack, topk_code
+from elder.allocation import AllocationTable, hamming, min_hamming, pack, topk_code
 
 
 def test_topk_code_marks_k_experts_in_every_layer():
@@ -53,3 +53,10 @@ def test_allocations_are_seeded():
     first = [AllocationTable(2, 4, 2, seed=3)[s] for s in itertools.repeat("x", 1)]
     second = [AllocationTable(2, 4, 2, seed=3)[s] for s in itertools.repeat("x", 1)]
     assert torch.equal(first[0], second[0])
+
+
+def test_hamming_counts_differing_bits_pairwise_and_broadcast():
+    a = pack(torch.tensor([[1, 1, 0, 0, 1, 0, 0, 0, 1]], dtype=torch.bool))  # 9 bits, 2 bytes
+    b = pack(torch.tensor([[1, 0, 1, 0, 1, 0, 0, 0, 0]], dtype=torch.bool))
+    assert hamming(a, b).tolist() == [3]
+    assert hamming(a[:, None], torch.cat([a, b])[None]).tolist() == [[0, 3]]

@@ -1,0 +1,73 @@
+"""The routing report of an ELDER run: codes, drift from the stored codes, presets, deferral."""
+
+import math
+
+import pytest
+import torch
+
+from experiments.routing import load_editor, report
+from experiments.runner import run
+from tests.conftest import compose_cfg, tiny
+from tests.elder.test_elder import _elder, _records
+
+
+def _run(tmp_path, *overrides):
+    row = run(
+        compose_cfg(
+            "model=tiny_llama",
+            f"results_dir={tmp_path}",
+            "method.iterations=2",
+            "logger=none",
+            *overrides,
+        )
+    )
+    return tmp_path / "runs" / row["run_id"]
+
+
+def test_a_single_batch_routes_every_edit_to_the_code_stored_for_it(tmp_path):
+    # One batch: the codes were stored by the routers as they are now, so nothing drifted.
+    run_dir = _run(tmp_path, "data.n_edits=4", "save=true")
+    editor, source = load_editor(run_dir, checkpoint=False)
+    result = report(editor, _records(4))
+    assert source == "saved edits (edited/)"
+    assert result["n"] == 4
+    assert result["same_as_stored"] == 1.0 and result["hamming_to_stored_mean"] == 0.0
+    assert result["deferral"]["edit"] == {
+        "deferred": 0.0,
+        "hamming_to_nearest": {"min": 0, "median": 0, "max": 0},
+    }
+
+
+def test_a_run_without_saved_edits_is_read_from_its_last_checkpoint(tmp_path):
+    run_dir = _run(tmp_path, "data.n_edits=8", "checkpoint.every=1")
+    with pytest.raises(FileNotFoundError, match="save=true"):
+        load_editor(run_dir, checkpoint=False)
+    editor, source = load_editor(run_dir, checkpoint=True)
+    assert source == "checkpoint step-000002 (2 edit batches)"
+    assert len(editor.codes) == 8
+
+
+def test_routers_that_ignore_their_input_give_the_uniform_guided_loss():
+    editor = _elder(tiny("llama"), L=2, N=4, k=2, eps=3)
+    for layer in editor.layers:
+        torch.nn.init.zeros_(layer.router.weight)  # every score 1/N
+    records = _records(3)
+    editor.codes = torch.zeros(3, 1, dtype=torch.uint8)  # three stored (empty) codes
+    result = report(editor, records)
+    assert result["guided_loss_median"] == pytest.approx(2 * 2 * math.log(4), rel=1e-5)
+    assert result["guided_loss_uniform"] == pytest.approx(2 * 2 * math.log(4))
+
+
+def test_usage_and_preset_match_count_the_routers_top_k():
+    editor = _elder(tiny("llama"), L=2, N=3, k=1, eps=3)
+    fixed = torch.tensor([[0.2, 0.1, 0.7], [0.1, 0.6, 0.3]])  # (L, N): experts 2 and 1 win
+    editor.scores = lambda query: fixed.expand(len(query), -1, -1)  # whatever the input
+    records = _records(4)
+    editor.codes = torch.zeros(4, 1, dtype=torch.uint8)
+    presets = editor.allocations.batch([r.label for r in records])[:, :, 0]  # (4, L), k=1
+    result = report(editor, records)
+    assert result["distinct_codes"] == 1
+    assert result["expert_usage"] == [[0.0, 0.0, 1.0], [0.0, 1.0, 0.0]]
+    expected = (presets == torch.tensor([2, 1])).float()  # (4, L)
+    assert result["preset_match_per_layer"] == pytest.approx(expected.mean(0).tolist())
+    assert result["preset_match"] == pytest.approx(expected.all(-1).float().mean().item())
