@@ -32,6 +32,7 @@ from tqdm import tqdm
 from elder import ELDER, load
 from elder.allocation import hamming, min_hamming, pack, topk_code
 from elder.editor import EditRecord
+from elder.saved import SAVED_DIR, editor_class
 from experiments.allocation_codes import router_scores
 from experiments.checkpoint import latest
 from experiments.results import write_json
@@ -43,17 +44,21 @@ OUT_NAME = "routing.json"
 
 def load_editor(run_dir: Path, checkpoint: bool) -> tuple[ELDER, str]:
     """The run's edited ELDER and where its state came from."""
-    source, state_dir = "saved edits (edited/)", None
+    if not issubclass(editor_class(run_dir), ELDER):
+        raise ValueError(f"{run_dir} is not an ELDER run; this report is about ELDER's routers")
+    source, state_dir = f"saved edits ({SAVED_DIR}/)", None
+    if not checkpoint and not (run_dir / SAVED_DIR).is_dir():
+        raise FileNotFoundError(
+            f"{run_dir} has no saved edits ({SAVED_DIR}/): pass --checkpoint to read its last "
+            "checkpoint, or run it with save=true"
+        )
     if checkpoint:
         found = latest(run_dir)
         if found is None:
             raise FileNotFoundError(f"{run_dir} has no checkpoint (checkpoint/latest.json)")
         state_dir, batches = found
         source = f"checkpoint {state_dir.name} ({batches} edit batches)"
-    editor = load(run_dir, state_dir=state_dir)
-    if not isinstance(editor, ELDER):
-        raise ValueError(f"{run_dir} is a {editor.name} run; this report is about ELDER's routers")
-    return editor, source
+    return load(run_dir, state_dir=state_dir), source
 
 
 def report(editor: ELDER, records: list[EditRecord]) -> dict[str, Any]:

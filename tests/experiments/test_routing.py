@@ -40,7 +40,7 @@ def test_a_single_batch_routes_every_edit_to_the_code_stored_for_it(tmp_path):
 
 def test_a_run_without_saved_edits_is_read_from_its_last_checkpoint(tmp_path):
     run_dir = _run(tmp_path, "data.n_edits=8", "checkpoint.every=1")
-    with pytest.raises(FileNotFoundError, match="save=true"):
+    with pytest.raises(FileNotFoundError, match="--checkpoint"):
         load_editor(run_dir, checkpoint=False)
     editor, source = load_editor(run_dir, checkpoint=True)
     assert source == "checkpoint step-000002 (2 edit batches)"
@@ -71,3 +71,9 @@ def test_usage_and_preset_match_count_the_routers_top_k():
     expected = (presets == torch.tensor([2, 1])).float()  # (4, L)
     assert result["preset_match_per_layer"] == pytest.approx(expected.mean(0).tolist())
     assert result["preset_match"] == pytest.approx(expected.all(-1).float().mean().item())
+
+
+def test_a_run_of_another_method_is_refused_before_any_model_is_built(tmp_path):
+    (tmp_path / "config.yaml").write_text("method:\n  _target_: baselines.grace.GRACE\n")
+    with pytest.raises(ValueError, match="not an ELDER run"):
+        load_editor(tmp_path, checkpoint=False)
