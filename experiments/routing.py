@@ -10,8 +10,9 @@ rephrases and their locality prompts, one at a time as at inference. For the edi
   the stream has (the guided loss asks for one code per label);
 - **drift**: how many still get the code that was stored when they were edited, and the mean
   Hamming distance to it (deferral compares an input with the *stored* codes);
-- **preset**: how many get their pre-assigned allocation in every layer, the share per layer,
-  and the guided loss ``Σ_l Σ_{j ∈ preset} -log s_{l,j}`` of today's routers (median);
+- **preset**: how many were stored with their pre-assigned allocation, how many get it now in
+  every layer, the share per layer, and the guided loss ``Σ_l Σ_{j ∈ preset} -log s_{l,j}``
+  of the final routers (median);
 - **usage**: per layer, the share of edit prompts that route to each LoRA.
 
 For every kind of prompt, the Hamming distance to the nearest stored code and the share the
@@ -80,6 +81,7 @@ def report(editor: ELDER, records: list[EditRecord]) -> dict[str, Any]:
     preset_code = torch.zeros_like(s, dtype=torch.bool).scatter_(-1, preset, True)  # (n, L, N)
     in_preset = (code.view_as(preset_code) == preset_code).all(-1)  # (n, L)
     to_stored = hamming(pack(code), editor.codes[:n])  # (n,): edit i against its own code
+    stored_is_preset = hamming(pack(preset_code.flatten(1)), editor.codes[:n]) == 0  # (n,)
     guided = -s.gather(-1, preset).clamp_min(1e-12).log().sum((1, 2))  # (n,)
     nearest = {kind: min_hamming(pack(c), editor.codes) for kind, c in codes.items()}  # (n,)
     return {
@@ -90,6 +92,7 @@ def report(editor: ELDER, records: list[EditRecord]) -> dict[str, Any]:
         "distinct_stored_codes": len({tuple(c.tolist()) for c in editor.codes[:n]}),
         "same_as_stored": (to_stored == 0).float().mean().item(),
         "hamming_to_stored_mean": to_stored.float().mean().item(),
+        "stored_preset_match": stored_is_preset.float().mean().item(),
         "preset_match": in_preset.all(-1).float().mean().item(),
         "preset_match_per_layer": in_preset.float().mean(0).tolist(),
         "guided_loss_median": guided.median().item(),
@@ -118,7 +121,8 @@ def render(result: dict[str, Any]) -> str:
         f"{r['distinct_stored_codes']} stored at edit time",
         f"same code as stored at its edit: {r['same_as_stored']:.1%} "
         f"(mean Hamming distance {r['hamming_to_stored_mean']:.2f})",
-        f"preset allocation in every layer: {r['preset_match']:.1%}; per layer: "
+        f"stored code = preset allocation: {r['stored_preset_match']:.1%}",
+        f"preset allocation in every layer now: {r['preset_match']:.1%}; per layer: "
         + " ".join(f"{s:.2f}" for s in r["preset_match_per_layer"]),
         f"guided loss, median over edits: {r['guided_loss_median']:.1f} "
         f"(uniform router: {r['guided_loss_uniform']:.1f})",
