@@ -14,6 +14,7 @@ from experiments.tables.edit_tables import table1, table5
 from experiments.tables.figures import all_figures, fig3_overrides
 from experiments.tables.render import MISSING, Num, to_markdown, to_tex
 from experiments.tables.retention_tables import table2
+from experiments.tables.routing_table import routing_table
 from experiments.tables.runs import read_runs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -267,3 +268,40 @@ def test_a_resumed_run_is_matched_by_the_config_of_its_run_folder(tmp_path):
     rows = read_runs(write_runs(tmp_path, [row("resumed", overrides=resume)]))
     table = table1(rows, tmp_path / "runs")
     assert cell(table, "ZsRE · SmolLM2-135M", "ELDER", 1) == MISSING  # lr=1e-3 is a variant
+
+
+def _routing_report(run_dir: Path, same_as_stored: float) -> None:
+    deferral = {"deferred": 0.0, "hamming_to_nearest": {"min": 0, "median": 4, "max": 6}}
+    run_dir.mkdir(parents=True)
+    (run_dir / "routing.json").write_text(
+        json.dumps(
+            {
+                "n": 200,
+                "labels": 132,
+                "distinct_stored_codes": 198,
+                "stored_preset_match": 0.045,
+                "same_as_stored": same_as_stored,
+                "hamming_to_stored_mean": 9.29,
+                "preset_match": 0.0,
+                "guided_loss_median": 40.5,
+                "deferral": {kind: deferral for kind in ("edit", "rephrase", "locality")},
+            }
+        )
+    )
+
+
+def test_the_routing_table_has_a_row_per_elder_run_with_a_routing_report(tmp_path):
+    rows = [
+        row("with", data="counterfact", overrides="method.lam=1"),
+        row("without", data="counterfact"),
+        row("grace", method="grace", data="counterfact"),
+    ]
+    _routing_report(tmp_path / "runs" / "with", same_as_stored=0.025)
+    _routing_report(tmp_path / "runs" / "grace", same_as_stored=1.0)
+    table = routing_table(read_runs(write_runs(tmp_path, rows)), tmp_path / "runs")
+    (block,) = table.blocks
+    assert block.label == "CounterFact · SmolLM2-135M"
+    (line,) = block.rows
+    assert line[:4] == ["with", "lam=1.0", "200 (132)", "198"]
+    assert line[5] == Num(2.5, digits=1)
+    assert table.runs == {"CounterFact · SmolLM2-135M": ["with"]}
