@@ -9,7 +9,15 @@ from experiments.tables import paper
 from experiments.tables.cells import Collector
 from experiments.tables.names import DATASETS, METHODS, MODELS, N_EDITS, PAPER_MODELS, name
 from experiments.tables.render import Block, Num, Table
-from experiments.tables.runs import CONF, Row, Spec, canonical, method_defaults, row_variant
+from experiments.tables.runs import (
+    CONF,
+    Row,
+    Spec,
+    canonical,
+    method_defaults,
+    number,
+    row_variant,
+)
 
 NO_RUN = "n/a"  # a sweep value no 1000-edit stream fits (see the table's notes)
 EDIT_METRICS = ["reliability", "generalization", "reliability_tok", "generalization_tok"]
@@ -143,12 +151,16 @@ SWEEPS = [("k", "k"), ("N", "N"), ("lam", "λ"), ("eps", "ε")]
 
 
 def _sweep_settings(rows: list[Row]) -> list[tuple[str, str]]:
-    """(model, data) of the default setting and of every setting with a sweep run."""
+    """(model, data) of the default setting and of every setting with a sweep run.
+
+    Only runs on the table's stream count: a shorter one (a 200-edit diagnostic) fills no cell.
+    """
     keys = {f"method.{hp}" for hp, _ in SWEEPS}
     found = {("smollm2_135m", "zsre")}
     for row in rows:
         variant = row_variant(row)
-        if row.get("method") == "elder" and variant and set(variant) <= keys:
+        sweep = row.get("method") == "elder" and variant and set(variant) <= keys
+        if sweep and number(row, "n_edits") == N_EDITS:
             found.add((row.get("model", ""), row.get("data", "")))
     order = {(m, d): (DATASETS.index(d), MODELS.index(m)) for m in MODELS for d in DATASETS}
     return sorted((s for s in found if s in order), key=order.__getitem__)

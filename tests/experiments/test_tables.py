@@ -97,6 +97,15 @@ def test_a_sweep_value_without_enough_allocations_for_1000_labels_is_na_with_its
     assert any("N=2 has no run" in n and "C(2,2)^6 = 1" in n for n in table.notes)
 
 
+def test_a_sweep_run_on_a_shorter_stream_adds_no_table5_setting(tmp_path):
+    rows = [row("lam1", data="counterfact", n_edits=200, overrides="method.lam=1")]
+    table = table5(read_runs(write_runs(tmp_path, rows)))
+    assert not any(block.label.startswith("CounterFact") for block in table.blocks)
+    rows = [row("lam1", data="counterfact", overrides="method.lam=1")]
+    table = table5(read_runs(write_runs(tmp_path, rows)))
+    assert cell(table, "CounterFact · SmolLM2-135M · λ", "λ=1", 1) == Num(50.0)
+
+
 def test_two_seeds_are_averaged_from_the_latest_row_of_each(tmp_path):
     rows = [
         row("old", seed=0, reliability=0.0, timestamp="2026-11-25T00:00:00+00:00"),
