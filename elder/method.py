@@ -24,6 +24,11 @@ from elder.models import LoadedModel, get_module, set_module
 from elder.molora import MoLoRALayer
 
 
+def guided_loss(scores: torch.Tensor, preset: torch.Tensor) -> torch.Tensor:
+    """L_guide = Σ_layers Σ_{j ∈ preset} -log s_{l,j} per sequence; scores (B, L, N) -> (B,)."""
+    return -scores.gather(-1, preset).clamp_min(1e-12).log().sum((1, 2))
+
+
 class ELDER(Editor):
     """Mixture-of-LoRA editor; build with the fields of :class:`ELDERConfig`."""
 
@@ -128,8 +133,7 @@ class ELDER(Editor):
     def aux_loss(self, scores: torch.Tensor, preset: torch.Tensor) -> torch.Tensor:
         """Auxiliary routing loss of the batch; scores (B, L, N), preset (B, L, k)."""
         if self.config.aux_loss == "guided":
-            # L_guide = Σ_layers Σ_{j ∈ preset} -log s_{l,j}, averaged over the batch.
-            return -scores.gather(-1, preset).clamp_min(1e-12).log().sum((1, 2)).mean()
+            return guided_loss(scores, preset).mean()  # averaged over the batch
         if self.config.aux_loss == "balance":
             # Switch Transformer: N · Σ_i f_i P_i per layer, f_i = share of routed slots.
             top = topk_code(scores.detach(), self.config.k).view_as(scores).float()

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from elder import ELDER, load
+from elder import ELDER, Encoded, load, trunk
 from elder.allocation import min_hamming, pack, topk_code
 from experiments.data import EditStream
 from experiments.results import write_json
@@ -33,14 +33,14 @@ OUT = Path("results/figures/fig4_codes.json")
 
 @torch.no_grad()
 def router_scores(editor: ELDER, text: str) -> torch.Tensor:
-    """Router scores (1, L, N) of one input, routed as at inference."""
+    """Router scores (1, L, N) of one input; only the blocks below the query are run."""
     model = editor.model
-    enc = model.tokenizer(text, return_tensors="pt")
-    ids = enc.input_ids[:, -model.max_length :].to(model.device)
-    last = torch.tensor([ids.shape[1] - 1], device=model.device)
-    with editor.routing(last) as state:
-        editor.hf(input_ids=ids)
-    return state["scores"].float().cpu()
+    ids = model.tokenizer(text, return_tensors="pt").input_ids[:, -model.max_length :]
+    ids = ids.to(model.device)  # (1, T)
+    last = ids.new_tensor([ids.shape[1] - 1])  # the query position
+    enc = Encoded(ids, torch.ones_like(ids), torch.full_like(ids, -100), last)
+    query = trunk.block_input(model, editor.config.query_block, enc)[:, -1]  # (1, d)
+    return editor.scores(query).float().cpu()
 
 
 def route(editor: ELDER, text: str) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from tqdm import tqdm
 from elder import ELDER, load
 from elder.allocation import hamming, min_hamming, pack, topk_code
 from elder.editor import EditRecord
+from elder.method import guided_loss
 from elder.saved import SAVED_DIR, editor_class
 from experiments.allocation_codes import router_scores
 from experiments.checkpoint import latest
@@ -82,7 +83,7 @@ def report(editor: ELDER, records: list[EditRecord]) -> dict[str, Any]:
     in_preset = (code.view_as(preset_code) == preset_code).all(-1)  # (n, L)
     to_stored = hamming(pack(code), editor.codes[:n])  # (n,): edit i against its own code
     stored_is_preset = hamming(pack(preset_code.flatten(1)), editor.codes[:n]) == 0  # (n,)
-    guided = -s.gather(-1, preset).clamp_min(1e-12).log().sum((1, 2))  # (n,)
+    guided = guided_loss(s, preset)  # (n,)
     nearest = {kind: min_hamming(pack(c), editor.codes) for kind, c in codes.items()}  # (n,)
     return {
         "n": n,
