@@ -13,8 +13,15 @@ new key to the nearest key:
 then the chosen entry's value is trained (Adam, lr 1.0, 100 steps) so that replacing the
 layer's output with it produces the target.
 
-Inference: if the nearest key is within its radius ("hit"), its value replaces the layer's
-output at the positions of the replacement mode, else the layer is untouched.
+The rules read keys, radii and labels only, never values, and a key is the layer's input,
+which the codebook does not change. So applying the rules of a whole batch first and training
+afterwards is the same as interleaving them edit by edit. When the edits of a batch land in
+distinct entries, their values are trained together in one batched forward (``batched``): the
+loss is the sum of the per-edit losses, so each value gets its own edit's gradient, and Adam is
+elementwise, so the updates are those of one edit after another, up to float rounding (2.3x
+faster on 16 CounterFact edits, SmolLM2, one CPU thread). When two edits share an entry, the
+later one goes on from the value the earlier one trained, as in the paper: that batch is
+trained one edit after another.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ class GRACEConfig:
     value_init: str = "rand"  # cold "rand" (U[0,1), the reference's cold init) or "warm"
     eps_expand: str = "coverage"  # "coverage" (ε := d) or "moving_average" (key halfway, ε := d)
     fast_path: bool = True  # cache the frozen blocks below the codebook layer while training
+    batched: bool = True  # train a batch's values together when they are distinct entries
 
     def __post_init__(self) -> None:
         checks = [
@@ -177,6 +185,17 @@ class _Edit:
     enc: Encoded
     hidden: torch.Tensor | None  # cached input of the codebook's block (fast path)
 
+    def row(self, i: int) -> _Edit:
+        """The batch's i-th edit alone (its padding stays: the mask covers it)."""
+        enc = self.enc
+        one = Encoded(
+            *(
+                t[i : i + 1]
+                for t in (enc.input_ids, enc.attention_mask, enc.labels, enc.prompt_last)
+            )
+        )
+        return _Edit(one, None if self.hidden is None else self.hidden[i : i + 1])
+
 
 class GRACE(Editor):
     """GRACE editor; build with the fields of :class:`GRACEConfig`."""
@@ -204,38 +223,59 @@ class GRACE(Editor):
 
     # -- editing -----------------------------------------------------------------------------
 
-    def _edit_one(self, record: EditRecord) -> dict[str, float]:
+    def edit(self, batch: list[EditRecord]) -> dict[str, float]:
+        # GRACE is a per-edit method: the rules are applied one edit after another, in order.
+        edits, entries = self._apply_rules(batch)
+        if self.config.batched and len(set(entries)) == len(entries):
+            losses = self._train(edits, entries)
+        else:  # one after another: an entry shared in the batch goes on from the last value
+            losses = [
+                loss
+                for i, entry in enumerate(entries)
+                for loss in self._train(edits.row(i), [entry])
+            ]
+        return {"loss": sum(losses) / len(losses), "codebook": float(len(self.layer.labels))}
+
+    def _apply_rules(self, batch: list[EditRecord]) -> tuple[_Edit, list[int]]:
+        """Encode a batch and apply the codebook rules to its keys, in order: the entries."""
         cfg = self.config
-        enc = self.encode([record])
-        start = self.block if cfg.fast_path else None
+        enc = self.encode(batch)
         hidden = trunk.block_input(self.model, self.block, enc) if cfg.fast_path else None
+        start = self.block if cfg.fast_path else None
         x, out = module_io(self.model, self.layer.base_layer, enc, start, hidden)
-        key = rows(x, enc.prompt_last)[0]  # (in,)
-        if cfg.value_init == "rand":
-            init = torch.rand(out.shape[-1], device=out.device, dtype=out.dtype)
-        else:
-            init = rows(out, enc.prompt_last)[0]
-        index, rule = self.layer.update_codebook(
-            key, record.label, init, cfg.eps_init, cfg.eps_expand
-        )
-        self.rules[rule] += 1
-        value = nn.Parameter(self.layer.values[index].clone().float())
+        keys, outs = rows(x, enc.prompt_last), rows(out, enc.prompt_last)  # (B, in), (B, out)
+        entries = []
+        for record, key, own in zip(batch, keys, outs, strict=True):
+            if cfg.value_init == "rand":
+                init = torch.rand(own.shape, device=own.device, dtype=own.dtype)
+            else:
+                init = own
+            index, rule = self.layer.update_codebook(
+                key, record.label, init, cfg.eps_init, cfg.eps_expand
+            )
+            self.rules[rule] += 1
+            entries.append(index)
+        return _Edit(enc, hidden), entries
+
+    def _train(self, edit: _Edit, entries: list[int]) -> list[float]:
+        """Train the values of ``entries``, one per row of the batch; final loss per edit."""
+        cfg, enc = self.config, edit.enc
+        start = self.block if edit.hidden is not None else None
+        value = nn.Parameter(self.layer.values[entries].clone().float())  # (B, out)
+        row = enc.target_mask.nonzero()[:, 0]  # (n_targets,) the edit each target belongs to
+        count = torch.bincount(row, minlength=len(entries)).float()  # (B,)
         optimizer = torch.optim.Adam([value], lr=cfg.lr)
         with self._positions(enc.prompt_last):
             for _ in range(cfg.iterations):
                 self.layer.train_value = value
-                logits = target_logits(self.model, enc, start, hidden)
-                loss = F.cross_entropy(logits.float(), enc.target_ids)
+                logits = target_logits(self.model, enc, start, edit.hidden)
+                token_loss = F.cross_entropy(logits.float(), enc.target_ids, reduction="none")
+                per_edit = torch.zeros_like(count).index_add_(0, row, token_loss) / count
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                per_edit.sum().backward()  # each value's gradient is its own edit's
                 optimizer.step()
-        self.layer.values[index] = value.detach().to(self.layer.values.dtype)
-        return {"loss": loss.item()}
-
-    def edit(self, batch: list[EditRecord]) -> dict[str, float]:
-        # GRACE is a per-edit method: the edits of a batch go in one after another.
-        losses = [self._edit_one(record)["loss"] for record in batch]
-        return {"loss": sum(losses) / len(losses), "codebook": float(len(self.layer.labels))}
+        self.layer.values[entries] = value.detach().to(self.layer.values.dtype)
+        return per_edit.tolist()
 
     # -- inference ---------------------------------------------------------------------------
 

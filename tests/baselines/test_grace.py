@@ -81,3 +81,28 @@ def test_generate_replaces_at_prefill_and_keeps_the_lookup():
     out = editor.generate(ids.input_ids, ids.attention_mask, max_new_tokens=2)
     target = model.tokenizer(f" {record.target}", add_special_tokens=False).input_ids
     assert out.info["hit"].all() and out.tokens[0, 0].item() == target[0]
+
+
+def _edited_values(batched: bool, batch) -> tuple[torch.Tensor, dict]:
+    model = tiny("llama")
+    model.hf.double()  # float64: the two schedules then agree far below any training effect
+    torch.manual_seed(0)
+    # a small eps_init keeps distinct prompts in distinct entries (tiny models' keys are close)
+    editor = _grace(model, iterations=10, batched=batched, eps_init=1e-3)
+    editor.edit(batch)
+    return editor.layer.values, editor.rules
+
+
+def test_a_batch_trained_together_matches_one_edit_after_another():
+    together, rules = _edited_values(True, records(4))
+    one_by_one, same_rules = _edited_values(False, records(4))
+    assert rules == same_rules and rules["add"] == 4
+    torch.testing.assert_close(together, one_by_one, rtol=0, atol=1e-9)
+
+
+def test_edits_sharing_an_entry_are_trained_in_stream_order():
+    batch = [records(1)[0], records(1)[0]]  # the second edit is covered by the first's entry
+    together, rules = _edited_values(True, batch)
+    one_by_one, _ = _edited_values(False, batch)
+    assert rules["covered"] == 1 and len(together) == 1
+    torch.testing.assert_close(together, one_by_one, rtol=0, atol=0)
