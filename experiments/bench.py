@@ -1,11 +1,13 @@
 """`make bench`: seconds per edit of each method on the same stream, measured side by side.
 
 ELDER runs twice, on the plain full-forward path and on the fast path (cached frozen prefix,
-logits at target positions only). Both compute the same loss up to float rounding, which
-compounds over the stream's Adam steps; the bench prints the largest difference of trained
-parameters between them and whether the stored allocation codes agree, next to the speed-up.
+logits at target positions only), and so does GRACE, training its values one edit after another
+and batched. Each pair computes the same edits up to float rounding, which compounds over the
+stream's Adam steps; the bench prints the speed-up, the largest difference of the trained
+tensors and (ELDER) whether the stored allocation codes agree.
 
     python -m experiments.bench --n-edits 100 --methods elder_plain,elder   # default: all
+    python -m experiments.bench --n-edits 20 --methods grace_one_by_one,grace
 
 Every method edits a fresh copy of the same model with the same 100 edits. The report is
 rewritten after each method, so a long bench (ROME on a CPU) keeps what it has timed.
@@ -27,8 +29,24 @@ from experiments.configs import compose
 from experiments.results import machine
 from experiments.runner import seed_everything
 
-# name -> overrides of the run config; "elder_plain" is ELDER without the fast path.
-VARIANTS = {"elder_plain": ["method=elder", "method.fast_path=false"], "elder": ["method=elder"]}
+# name -> overrides of the run config; each pair of PAIRS is one method computed two ways.
+VARIANTS = {
+    "elder_plain": ["method=elder", "method.fast_path=false"],
+    "elder": ["method=elder"],
+    "grace_one_by_one": ["method=grace", "method.batched=false"],
+    "grace": ["method=grace"],
+}
+PAIRS = {
+    ("elder_plain", "elder"): "ELDER fast path",
+    ("grace_one_by_one", "grace"): "GRACE batched values",
+}
+
+
+def trained(editor) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    """What an editor has trained (and ELDER's stored codes), to compare two ways of editing."""
+    if editor.name == "grace":
+        return [editor.layer.values.detach().cpu()], None
+    return [p.detach().cpu() for p in editor.parameters()], editor.codes.cpu()
 
 
 def time_stream(editor, batches) -> float:
@@ -41,7 +59,7 @@ def time_stream(editor, batches) -> float:
     return (time.perf_counter() - start) / sum(len(b) for b in batches)
 
 
-ALL = "elder_plain,elder,grace,melo,lemoe,lora,ft_l,rome"
+ALL = "elder_plain,elder,grace_one_by_one,grace,melo,lemoe,lora,ft_l,rome"
 
 
 def report(args, stream_name: str, rows: list[tuple[str, float, int]], editors: dict) -> str:
@@ -59,18 +77,19 @@ def report(args, stream_name: str, rows: list[tuple[str, float, int]], editors: 
         "|---|---|---|",
     ]
     lines += [f"| {name} | {s:.3f} | {params:,} |" for name, s, params in rows]
-    if "elder" in editors and "elder_plain" in editors:
-        (fast, fast_codes), (plain, plain_codes) = editors["elder"], editors["elder_plain"]
-        diff = max((a - b).abs().max().item() for a, b in zip(fast, plain, strict=True))
-        seconds = {name: s for name, s, _ in rows}
-        ratio = seconds["elder_plain"] / seconds["elder"]
-        same_codes = torch.equal(fast_codes, plain_codes)
-        lines += [
-            "",
-            f"ELDER fast path speed-up: **{ratio:.2f}x** (plain / fast); largest "
-            f"difference of trained parameters between the paths: {diff:.2e}; "
-            f"identical allocation codes: {same_codes}",
-        ]
+    seconds = {name: s for name, s, _ in rows}
+    for (slow, fast), label in PAIRS.items():
+        if slow not in editors or fast not in editors:
+            continue
+        (fast_t, fast_codes), (slow_t, slow_codes) = editors[fast], editors[slow]
+        diff = max((a - b).abs().max().item() for a, b in zip(fast_t, slow_t, strict=True))
+        line = (
+            f"{label} speed-up: **{seconds[slow] / seconds[fast]:.2f}x** ({slow} / {fast}); "
+            f"largest difference of trained tensors between them: {diff:.2e}"
+        )
+        if fast_codes is not None:
+            line += f"; identical allocation codes: {torch.equal(fast_codes, slow_codes)}"
+        lines += ["", line]
     if any(name == "rome" for name, _, _ in rows):
         lines += [
             "",
@@ -112,7 +131,7 @@ def main() -> None:
         editor = instantiate(cfg.method, _partial_=True)(model=copy.deepcopy(model))
         s = time_stream(editor, stream.batches())
         if name in VARIANTS:  # keep what is compared, not the model copy (one at a time)
-            editors[name] = ([p.detach().cpu() for p in editor.parameters()], editor.codes.cpu())
+            editors[name] = trained(editor)
         rows.append((name, s, editor.extra_params()))
         print(f"{name:>14}: {s:.3f} s/edit", flush=True)
         out.write_text(report(args, stream.name, rows, editors))  # a long bench keeps each row

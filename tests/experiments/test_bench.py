@@ -16,6 +16,14 @@ def test_bench_reports_each_method_and_the_elder_path_check(tmp_path, monkeypatc
     assert "ELDER fast path speed-up" in report
 
 
+def test_bench_compares_grace_batched_with_one_edit_after_another(tmp_path, monkeypatch):
+    argv = ["bench", "--model", "tiny_llama", "--n-edits", "4", "--out", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", [*argv, "--methods", "grace_one_by_one,grace"])
+    bench.main()
+    report = (tmp_path / "tiny_llama_4.md").read_text()
+    assert "GRACE batched values speed-up" in report and "allocation codes" not in report
+
+
 def test_a_rome_row_says_that_it_includes_the_streams_one_time_work():
     args = Namespace(n_edits=20, model="gpt2_xl_random", methods="ft_l,rome")
     with_rome = bench.report(args, "zsre", [("ft_l", 0.1, 5), ("rome", 2.0, 7)], {})
