@@ -110,6 +110,7 @@ def test_fast_path_and_plain_path_give_the_same_edited_model(arch):
     editors = []
     for fast in (True, False):
         model = tiny(arch)
+        model.hf.double()  # float64: float32 rounding, compounded by Adam, once broke 1e-5
         torch.manual_seed(1)
         editor = _elder(model, iterations=5, lr=1e-2, fast_path=fast)
         for i in range(0, 8, 4):
@@ -117,7 +118,7 @@ def test_fast_path_and_plain_path_give_the_same_edited_model(arch):
         editors.append(editor)
     fast, plain = editors
     for a, b in zip(fast.parameters(), plain.parameters(), strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
     assert torch.equal(fast.codes, plain.codes)
 
 
