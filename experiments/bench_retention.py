@@ -1,9 +1,11 @@
 """Time the 8 retention tasks on the unedited model: ``python -m experiments.bench_retention``.
 
 Defaults: 200 inputs per task (conll03: 200 sentences, 4 prompts each) on smollm2_135m, the
-batch size of ``conf/eval/full.yaml``, no cache. Prints per-task wall and CPU seconds and the
-task score; the target is <= 10 minutes in all on the 2-core CPU machine. The same table goes
-to ``results/bench/retention_<model>_<n>.md``, rewritten after each task.
+batching of ``conf/eval/full.yaml``, no cache. Prints per-task wall and CPU seconds and the
+task score; the target is <= 10 minutes in all on the 2-core CPU machine. ``--batching 16
+32:0.1`` times each task under each batching in turn (side by side), counts the outputs that
+match the first one's, and prints the speed-ups. The same table goes to
+``results/bench/retention_<model>_<n>.md``, rewritten after each task.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from experiments.configs import compose
 from experiments.results import machine
 from experiments.retention import prompts as P
 from experiments.retention.evaluator import sample
-from experiments.retention.generate import GenerateFn, base_generate, generate_all
+from experiments.retention.generate import GenerateFn, base_generate, batches, generate_all
 from experiments.retention.metrics import SCORERS
 from experiments.retention.tasks import TASKS, load_task
 
@@ -39,38 +41,62 @@ def top_ops(profile: torch.profiler.profile, n: int = 5) -> list[str]:
     return [f"| {e.key} | {100 * e.self_cpu_time_total / total:.1f}% |" for e in top]
 
 
+Batching = tuple[int, float | None]  # (rows at most, max_padding or None: fixed batches)
+
+
+def parse_batching(text: str) -> Batching:
+    """``ROWS`` (fixed batches of ROWS prompts) or ``ROWS:PAD`` (at most ROWS, padding <= PAD)."""
+    rows, _, pad = text.partition(":")
+    return int(rows), float(pad) if pad else None
+
+
+def show(batching: Batching) -> str:
+    rows, pad = batching
+    return f"{rows}" if pad is None else f"{rows}:{pad:g}"
+
+
 def report(
     args: argparse.Namespace,
     lines: list[str],
-    wall: float,
-    cpu: float,
+    totals: dict[Batching, list[float]],
     done: bool,
     ops: list[str] | None = None,
 ) -> str:
-    """The markdown report: how it was run, one row per task timed so far, the total, and
-    (``--profile``) where the CPU time went."""
+    """The markdown report: how it was run, one row per task and batching timed so far, the
+    totals, the speed-up of each batching over the first, and (``--profile``) where the CPU
+    time went."""
+    batchings = " ".join(show(b) for b in args.batching)
     head = [
         f"# Retention bench: {len(args.tasks)} tasks at {args.n} inputs each on {args.model}",
         "",
         f"- command: `python -m experiments.bench_retention --model {args.model} --n {args.n} "
-        f"--batch-size {args.batch_size} --threads {args.threads} --tasks {' '.join(args.tasks)}"
+        f"--batching {batchings} --threads {args.threads} --tasks {' '.join(args.tasks)}"
         + (" --profile`" if args.profile else "`"),
         f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {machine()} "
         f"({platform.processor() or platform.machine()}), torch threads {args.threads}; "
         "unedited model, no cache",
+        "- batching: `ROWS` = fixed batches of ROWS prompts; `ROWS:PAD` = at most ROWS, and "
+        "padded work within 1+PAD of the real work (`experiments.retention.generate.batches`)",
         "",
-        "| task | prompts | wall s | CPU s | s/prompt | score |",
-        "|---|---|---|---|---|---|",
+        "| task | batching | prompts | batches | wall s | CPU s | s/prompt | same outputs "
+        "| score |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     tail = [""]
-    if done and args.n == 200 and set(args.tasks) == set(TASKS):
-        verdict = "within" if wall <= TARGET_S else "over"
+    for batching, (wall, cpu) in totals.items():
+        verdict = ""
+        if done and args.n == 200 and set(args.tasks) == set(TASKS):
+            verdict = f", {'within' if wall <= TARGET_S else 'over'} the 10-minute target"
         tail.append(
-            f"Total: **{wall:.1f} s wall** ({wall / 60:.1f} min; CPU {cpu:.1f} s), {verdict} "
-            f"the {TARGET_S / 60:.0f}-minute target."
+            f"- batching {show(batching)}: **{wall:.1f} s wall** ({wall / 60:.1f} min; "
+            f"CPU {cpu:.1f} s){verdict}"
         )
-    elif done:
-        tail.append(f"Total: **{wall:.1f} s wall** (CPU {cpu:.1f} s).")
+    first = next(iter(totals.values()))[0]
+    for batching, (wall, _) in list(totals.items())[1:] if done else []:
+        tail.append(
+            f"- speed-up of batching {show(batching)} over {show(args.batching[0])}: "
+            f"**{first / wall:.2f}x** (wall)"
+        )
     if ops:
         tail += ["", "Self CPU time by torch op (torch.profiler, all tasks):", ""]
         tail += ["| op | share |", "|---|---|", *ops]
@@ -78,32 +104,56 @@ def report(
 
 
 def time_task(
-    task: str, args: argparse.Namespace, model: LoadedModel, generate: GenerateFn
-) -> tuple[str, float, float]:
-    """Generate and score one task's sampled inputs; prints its line and returns its report
-    row with its wall and CPU seconds."""
+    task: str,
+    args: argparse.Namespace,
+    model: LoadedModel,
+    generate: GenerateFn,
+    batching: Batching,
+    reference: list[str] | None,
+) -> tuple[str, list[str], float, float]:
+    """Generate and score one task's sampled inputs under one batching; prints its line and
+    returns its report row, its cleaned outputs, and its wall and CPU seconds. ``reference``:
+    the outputs under the first batching, counted against as "same outputs"."""
     records = load_task(task)
     records = [records[i] for i in sample(len(records), args.n, 0)]
     prompts = P.render(task, records)
     spec = P.SPECS[task]
-    wall, cpu = time.perf_counter(), time.process_time()
     texts = [p.text for p in prompts]
-    outputs = generate_all(
-        generate, model, texts, spec.max_new_tokens, spec.stop, args.batch_size, task
+    rows, pad = batching
+    n_batches = len(
+        batches([len(model.tokenizer(t).input_ids) for t in texts], spec.max_new_tokens, rows, pad)
     )
+    wall, cpu = time.perf_counter(), time.process_time()
+    outputs = generate_all(generate, model, texts, spec.max_new_tokens, spec.stop, rows, task, pad)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    scores = SCORERS[task](records, prompts, [P.clean(task, g.text) for g in outputs])
+    cleaned = [P.clean(task, g.text) for g in outputs]
+    scores = SCORERS[task](records, prompts, cleaned)
     shown = " ".join(f"{k}={v:.3f}" for k, v in scores.items())
+    same = sum(a == b for a, b in zip(reference or cleaned, cleaned, strict=True))
     per = wall / len(prompts)
-    print(f"{task:<12}{len(prompts):>8}{wall:>9.1f}{cpu:>9.1f}{per:>10.3f}  {shown}")
-    return f"| {task} | {len(prompts)} | {wall:.1f} | {cpu:.1f} | {per:.3f} | {shown} |", wall, cpu
+    print(
+        f"{task:<12}{show(batching):>9}{len(prompts):>8}{n_batches:>8}{wall:>9.1f}{cpu:>9.1f}"
+        f"{per:>10.3f}{same:>6}  {shown}"
+    )
+    row = (
+        f"| {task} | {show(batching)} | {len(prompts)} | {n_batches} | {wall:.1f} | {cpu:.1f} | "
+        f"{per:.3f} | {same}/{len(prompts)} | {shown} |"
+    )
+    return row, cleaned, wall, cpu
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2_135m")
     parser.add_argument("--n", type=int, default=200, help="inputs per task")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument(
+        "--batching",
+        nargs="+",
+        type=parse_batching,
+        default=None,
+        help="ROWS or ROWS:PAD, one or more, timed side by side per task "
+        "(default: eval.retention's batch_size and max_padding)",
+    )
     parser.add_argument("--tasks", nargs="*", default=list(TASKS))
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--out", default="results/bench")
@@ -114,23 +164,35 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     os.environ.setdefault("ELDER_DATA_DIR", os.path.abspath("../shared/data"))
 
-    model = instantiate(compose([f"model={args.model}"]).model)
+    cfg = compose([f"model={args.model}", "eval=full"])
+    if args.batching is None:
+        args.batching = [(cfg.eval.retention.batch_size, cfg.eval.retention.max_padding)]
+    model = instantiate(cfg.model)
     generate = base_generate(model)
-    print(f"{'task':<12}{'prompts':>8}{'wall_s':>9}{'cpu_s':>9}{'s/prompt':>10}  score")
-    wall_total = cpu_total = 0.0
+    print(
+        f"{'task':<12}{'batching':>9}{'prompts':>8}{'batches':>8}{'wall_s':>9}{'cpu_s':>9}"
+        f"{'s/prompt':>10}{'same':>6}  score"
+    )
+    totals = {b: [0.0, 0.0] for b in args.batching}
     out = Path(args.out) / f"retention_{args.model}_{args.n}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
-    rows: list[str] = []
+    lines: list[str] = []
     profile = torch.profiler.profile() if args.profile else contextlib.nullcontext()
     with profile:
         for task in args.tasks:
-            row, wall, cpu = time_task(task, args, model, generate)
-            wall_total, cpu_total = wall_total + wall, cpu_total + cpu
-            rows.append(row)
-            out.write_text(report(args, rows, wall_total, cpu_total, done=False))
-    print(f"{'total':<12}{'':>8}{wall_total:>9.1f}{cpu_total:>9.1f}")
+            reference = None
+            for batching in args.batching:
+                timed = time_task(task, args, model, generate, batching, reference)
+                row, cleaned, wall, cpu = timed
+                reference = reference or cleaned
+                totals[batching][0] += wall
+                totals[batching][1] += cpu
+                lines.append(row)
+                out.write_text(report(args, lines, totals, done=False))
+    for batching, (wall, cpu) in totals.items():
+        print(f"{'total':<12}{show(batching):>9}{'':>16}{wall:>9.1f}{cpu:>9.1f}")
     ops = top_ops(profile) if args.profile else None
-    out.write_text(report(args, rows, wall_total, cpu_total, done=True, ops=ops))
+    out.write_text(report(args, lines, totals, done=True, ops=ops))
     print(f"report: {out}")
 
 

@@ -46,7 +46,8 @@ class RetentionEvaluator:
         variants: Sequence[str] = (),
         n_per_task: int | None = None,
         sample_seed: int = 0,
-        batch_size: int = 16,
+        batch_size: int = 32,
+        max_padding: float | None = 0.1,
         cache_dir: str | None = "results/cache/retention",
         max_new_tokens_cap: int | None = None,
     ) -> None:
@@ -56,7 +57,9 @@ class RetentionEvaluator:
         if n_per_task is not None and n_per_task < 1:
             raise ValueError(f"eval.retention.n_per_task must be >= 1 or null, got {n_per_task}")
         self.model, self.tasks, self.variants = model, list(tasks), list(variants)
-        self.batch_size, self.cache_dir = batch_size, cache_dir
+        if max_padding is not None and max_padding < 0:
+            raise ValueError(f"eval.retention.max_padding must be >= 0 or null, got {max_padding}")
+        self.batch_size, self.max_padding, self.cache_dir = batch_size, max_padding, cache_dir
         self.cap = max_new_tokens_cap
         self.records: dict[str, list[dict]] = {}
         self.ids: dict[str, list[int]] = {}
@@ -73,6 +76,7 @@ class RetentionEvaluator:
             "n_per_task": n_per_task,
             "sample_seed": sample_seed,
             "batch_size": batch_size,
+            "max_padding": max_padding,
             "max_new_tokens_cap": max_new_tokens_cap,
             "dtype": str(next(model.hf.parameters()).dtype),
             "device": model.device.type,
@@ -94,7 +98,9 @@ class RetentionEvaluator:
         spec = P.SPECS[task]
         texts = [p.text for p in self.prompts[task]]
         n_new = spec.max_new_tokens if self.cap is None else min(spec.max_new_tokens, self.cap)
-        return generate_all(generate, self.model, texts, n_new, spec.stop, self.batch_size, desc)
+        return generate_all(
+            generate, self.model, texts, n_new, spec.stop, self.batch_size, desc, self.max_padding
+        )
 
     def _base_outputs(self, task: str) -> list[Generation]:
         key = {**self.key, "task": task}

@@ -1,10 +1,11 @@
 """Batched greedy generation for the retention tasks, through the editor interface.
 
-Prompts are tokenized one by one, cut from the left to fit the context, sorted by length (less
-padding) and left-padded by hand, so the tokenizer's shared padding side ("right", used for
-teacher forcing) is never touched. A row ends at EOS, after the task's token budget, or at the
-first stop string that follows non-blank text (:class:`StopAfterText`, handed to
-``Editor.generate``, which every method passes on to ``hf.generate``).
+Prompts are tokenized one by one, cut from the left to fit the context, sorted by length,
+batched so that padding stays cheap (:func:`batches`) and left-padded by hand, so the
+tokenizer's shared padding side ("right", used for teacher forcing) is never touched. A row
+ends at EOS, after the task's token budget, or at the first stop string that follows
+non-blank text (:class:`StopAfterText`, handed to ``Editor.generate``, which every method
+passes on to ``hf.generate``).
 """
 
 from __future__ import annotations
@@ -84,6 +85,31 @@ def left_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tenso
     return ids, mask
 
 
+def batches(
+    lengths: list[int], n_new: int, batch_size: int, max_padding: float | None = None
+) -> list[list[int]]:
+    """Prompt indices, longest first, cut into batches of at most ``batch_size`` rows.
+
+    With ``max_padding``, a batch also ends before the row that would make its padded work,
+    rows x (longest prompt + ``n_new``), exceed ``1 + max_padding`` times its real work, the
+    sum of (prompt + ``n_new``). Long-tailed prompts with short answers (NQ, SAMSum) then get
+    short batches, where padding would be paid in prefill, and decode-bound tasks (GSM8K: 128
+    new tokens) full ones, whose rows share each step's read of the weights.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    out: list[list[int]] = []
+    for i in order:
+        rows = out[-1] if out else []
+        real = sum(lengths[j] + n_new for j in rows) + lengths[i] + n_new
+        padded = (len(rows) + 1) * (lengths[rows[0]] + n_new) if rows else real
+        full = len(rows) == batch_size
+        if not rows or full or (max_padding is not None and padded > (1 + max_padding) * real):
+            out.append([i])
+        else:
+            rows.append(i)
+    return out
+
+
 def generate_all(
     generate: GenerateFn,
     model: LoadedModel,
@@ -92,19 +118,20 @@ def generate_all(
     stop: str | None,
     batch_size: int,
     desc: str = "generate",
+    max_padding: float | None = None,
 ) -> list[Generation]:
-    """Greedy outputs of ``generate`` for every prompt, in the prompts' order."""
+    """Greedy outputs of ``generate`` for every prompt, in the prompts' order (batches as
+    :func:`batches` forms them)."""
     tok = model.tokenizer
     max_new_tokens = min(max_new_tokens, model.max_length // 2)  # tiny test models: 128 positions
     budget = model.max_length - max_new_tokens
     encoded = [tok(p).input_ids for p in prompts]
     truncated = [len(ids) > budget for ids in encoded]
     encoded = [ids[-budget:] for ids in encoded]  # keep the end: the question and answer cue
-    order = sorted(range(len(prompts)), key=lambda i: (-len(encoded[i]), i))
+    groups = batches([len(ids) for ids in encoded], max_new_tokens, batch_size, max_padding)
     ends = {tok.eos_token_id, tok.pad_token_id} - {None}
     out: list[Generation | None] = [None] * len(prompts)
-    for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
-        rows = order[start : start + batch_size]
+    for rows in tqdm(groups, desc=desc, leave=False):
         ids, mask = left_pad([encoded[i] for i in rows], tok.pad_token_id)
         criterion = None if stop is None else StopAfterText(tok, stop, ids.shape[1])
         result = generate(ids.to(model.device), mask.to(model.device), max_new_tokens, criterion)

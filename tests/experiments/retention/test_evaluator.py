@@ -38,11 +38,14 @@ class Counting:
         return self.fn(*args)
 
 
-def test_left_padded_batches_give_each_prompt_its_own_greedy_output():
+@pytest.mark.parametrize("max_padding", [None, 0.5])
+def test_left_padded_batches_give_each_prompt_its_own_greedy_output(max_padding):
     model = tiny("llama")
     eos = model.hf.generation_config.eos_token_id
     texts = ["The capital of France is", "Hi", "One two three four five six"]
-    batched = generate_all(base_generate(model), model, texts, 4, None, batch_size=3)
+    batched = generate_all(
+        base_generate(model), model, texts, 4, None, batch_size=3, max_padding=max_padding
+    )
     alone = [generate_all(base_generate(model), model, [t], 4, None, 1)[0] for t in texts]
     assert [g.tokens for g in batched] == [g.tokens for g in alone]
     assert model.tokenizer.padding_side == "right"  # shared state untouched
@@ -87,6 +90,11 @@ def test_base_outputs_are_cached_and_recomputed_when_the_prompts_change(tmp_path
     monkeypatch.setattr(prompts, "PROMPT_VERSION", "changed")
     RetentionEvaluator(model, cache_dir=str(tmp_path), **FAST).prepare()
     assert counting.calls == 2 * calls  # invalidated
+
+
+def test_a_negative_max_padding_is_refused_before_any_generation():
+    with pytest.raises(ValueError, match="max_padding must be >= 0"):
+        RetentionEvaluator(tiny("llama"), cache_dir=None, **{**FAST, "max_padding": -0.1})
 
 
 def test_subsample_is_seeded_and_n_per_task_bounds_it():
