@@ -37,8 +37,21 @@ def test_retention_bench_writes_a_row_per_task_and_the_total(tmp_path, monkeypat
     monkeypatch.setattr(sys, "argv", [*argv, "--tasks", "rte", "sst2", "--out", str(tmp_path)])
     bench_retention.main()
     report = (tmp_path / "retention_tiny_llama_2.md").read_text()
-    assert "| rte | 2 |" in report and "| sst2 | 2 |" in report
-    assert "Total: **" in report and "target" not in report  # a subset is not the target's
+    assert "| rte | 32:0.1 | 2 |" in report and "| sst2 | 32:0.1 | 2 |" in report  # the config's
+    assert "- batching 32:0.1: **" in report and "target" not in report  # a subset: no target
+
+
+def test_retention_bench_times_batchings_side_by_side_and_compares_their_outputs(
+    tmp_path, monkeypatch
+):
+    argv = ["bench_retention", "--model", "tiny_llama", "--n", "3", "--threads", "1"]
+    argv += ["--tasks", "rte", "--batching", "1", "3:0", "--out", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", argv)
+    bench_retention.main()
+    report = (tmp_path / "retention_tiny_llama_3.md").read_text()
+    assert "| rte | 1 | 3 | 3 |" in report and "| rte | 3:0 | 3 |" in report
+    assert report.count("| 3/3 |") == 2  # left padding leaves every greedy output as it was
+    assert "speed-up of batching 3:0 over 1: **" in report
 
 
 def test_retention_bench_with_profile_reports_the_cpu_time_per_torch_op(tmp_path, monkeypatch):
