@@ -5,15 +5,21 @@ frozen and see the same input in every iteration of a batch, so their output —
 states entering block ``start`` — is computed once. Each iteration then runs blocks
 ``start..`` only, on the real tokens alone (the batch packed into one row, no padding), and
 the LM head only at the positions that predict a target token.
+
+When what is trained enters at one position per row (ROME's δ), the tokens before it are frozen
+at every block too: ``freeze_past`` keeps their keys and values, and each iteration runs only
+the tokens from that position on (``live_hidden_from``).
 """
 
 from __future__ import annotations
 
+import inspect
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from transformers import DynamicCache
 
 from elder.editor import Encoded
 from elder.models import LoadedModel, get_module, set_module
@@ -125,3 +131,86 @@ def target_logits(model: LoadedModel, enc: Encoded) -> torch.Tensor:
     """The plain path: full forward, then the logits at the target-predicting positions."""
     logits = model.hf(input_ids=enc.input_ids, attention_mask=enc.attention_mask).logits
     return logits[enc.target_mask]
+
+
+def _cache_kwarg(base_model: nn.Module) -> str:
+    """The name of a trunk's KV-cache argument: ``cache`` since transformers 5.x renamed it."""
+    params = inspect.signature(base_model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+@dataclass
+class FrozenPast:
+    """A packed batch whose tokens before ``live_from[row]`` never change between iterations.
+
+    When the trained quantity enters at one position per row (ROME's δ at the last subject
+    token), a causal model's earlier tokens do not depend on it at any block: their keys and
+    values at blocks ``start..`` are computed once (``past``), and each iteration runs only the
+    later, "live" tokens, which attend to them.
+    """
+
+    past: list[tuple[torch.Tensor, torch.Tensor]]  # blocks start..: keys, values (1, h, n_past, dₕ)
+    hidden: torch.Tensor  # (1, n_live, d) hidden states entering the start block
+    position_ids: torch.Tensor  # (1, n_live)
+    mask: torch.Tensor  # (1, 1, n_live, n_past + n_live): own row's past, causal among live
+    sequence: torch.Tensor  # (n_live,) the batch row of each live token
+    first: torch.Tensor  # (rows,) index of each row's first live token (its position live_from)
+    next_label: torch.Tensor  # (n_live,) the label of the next token (-100: none)
+
+
+def freeze_past(
+    model: LoadedModel, start: int, hidden: torch.Tensor, enc: Encoded, live_from: torch.Tensor
+) -> FrozenPast:
+    """Split the right-padded batch (block inputs ``hidden`` (B, T, d)) at ``live_from`` (B,)
+    and run blocks ``start..`` once on the tokens before it, keeping their keys and values."""
+    packed = pack(hidden, enc)
+    sequence, position = packed.sequence, packed.position_ids[0]
+    live = position >= live_from[sequence]  # (n,)
+    next_label = torch.full_like(enc.labels, -100)
+    next_label[:, :-1] = enc.labels[:, 1:]
+    past_ids = sequence[~live]
+    past: list[tuple[torch.Tensor, torch.Tensor]] = []
+    if len(past_ids):
+        cache = DynamicCache()
+        with torch.no_grad(), from_block(model, start):
+            model.hf.base_model(
+                inputs_embeds=packed.hidden[:, ~live],
+                attention_mask=packed.mask[:, :, ~live][..., ~live],
+                position_ids=position[~live][None],
+                use_cache=True,
+                **{_cache_kwarg(model.hf.base_model): cache},
+            )
+        past = [(layer.keys, layer.values) for layer in cache.layers[start:]]
+    key_sequence = torch.cat([past_ids, sequence[live]])
+    key_position = torch.cat([position[~live], position[live]])
+    mask = (sequence[live, None] == key_sequence[None]) & (
+        position[live, None] >= key_position[None]
+    )
+    counts = torch.bincount(sequence[live], minlength=enc.labels.shape[0])  # (B,)
+    return FrozenPast(
+        past,
+        packed.hidden[:, live],
+        position[live][None],
+        mask[None, None],
+        sequence[live],
+        counts.cumsum(0) - counts,
+        next_label[enc.attention_mask.bool()][live],
+    )
+
+
+def live_hidden_from(model: LoadedModel, start: int, frozen: FrozenPast) -> torch.Tensor:
+    """Final hidden states (n_live, d) of the live tokens, running blocks ``start..`` on them."""
+    cache = DynamicCache()
+    for offset, (keys, values) in enumerate(frozen.past):  # a fresh copy: the pass appends
+        cache.update(keys, values, start + offset)
+    n_past = frozen.mask.shape[-1] - frozen.hidden.shape[1]
+    with from_block(model, start):
+        out = model.hf.base_model(
+            inputs_embeds=frozen.hidden,
+            attention_mask=frozen.mask,
+            position_ids=frozen.position_ids,
+            use_cache=bool(frozen.past),
+            **{_cache_kwarg(model.hf.base_model): cache if frozen.past else None},
+            cache_position=torch.arange(n_past, frozen.mask.shape[-1], device=frozen.mask.device),
+        )
+    return out.last_hidden_state[0]

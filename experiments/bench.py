@@ -1,13 +1,15 @@
 """`make bench`: seconds per edit of each method on the same stream, measured side by side.
 
-ELDER runs twice, on the plain full-forward path and on the fast path (cached frozen prefix,
-logits at target positions only), and so does GRACE, training its values one edit after another
-and batched. Each pair computes the same edits up to float rounding, which compounds over the
-stream's Adam steps; the bench prints the speed-up, the largest difference of the trained
-tensors and (ELDER) whether the stored allocation codes agree.
+Three methods also run twice, computing the same edits two ways: ELDER on the plain
+full-forward path and on the fast path (cached frozen prefix, logits at target positions only);
+GRACE training its values one edit after another and batched; ROME fitting v* with full
+forwards and with the tokens before each row's subject frozen. Each pair agrees up to float
+rounding, which compounds over the stream's steps; the bench prints the speed-up, the largest
+difference of the trained tensors and (ELDER) whether the stored allocation codes agree.
 
     python -m experiments.bench --n-edits 100 --methods elder_plain,elder   # default: all
     python -m experiments.bench --n-edits 20 --methods grace_one_by_one,grace
+    python -m experiments.bench --n-edits 5 --methods rome_plain,rome
 
 Every method edits a fresh copy of the same model with the same 100 edits. The report is
 rewritten after each method, so a long bench (ROME on a CPU) keeps what it has timed.
@@ -35,10 +37,13 @@ VARIANTS = {
     "elder": ["method=elder"],
     "grace_one_by_one": ["method=grace", "method.batched=false"],
     "grace": ["method=grace"],
+    "rome_plain": ["method=rome", "method.fast_path=false"],
+    "rome": ["method=rome"],
 }
 PAIRS = {
     ("elder_plain", "elder"): "ELDER fast path",
     ("grace_one_by_one", "grace"): "GRACE batched values",
+    ("rome_plain", "rome"): "ROME frozen past",
 }
 
 

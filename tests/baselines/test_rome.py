@@ -1,4 +1,4 @@
-"""ROME: k* -> v* exactly, one layer changes, the edit is learned, C is cached on disk."""
+"""ROME: k* -> v* exactly, one layer changes, the edit is learned, C is cached, fast = plain."""
 
 import pytest
 import torch
@@ -6,6 +6,7 @@ import torch
 import baselines.rome_stats as rome_stats
 from baselines.one_layer import weight_out_in
 from baselines.rome import ROME
+from elder import trunk
 from elder.editor import EditRecord
 from elder.encoding import encode
 from tests.baselines.zsre_helpers import records, target_is_argmax, weights
@@ -101,3 +102,24 @@ def test_a_subject_missing_from_its_prompt_is_refused_naming_the_record(tmp_path
     record = EditRecord("Who wrote Hamlet?", "Marlowe", "r", "l", "t", subject="Macbeth", case_id=7)
     with pytest.raises(ValueError, match="case_id=7"):
         editor.edit([record])
+
+
+def test_fast_path_fits_the_same_v_star_running_only_tokens_from_the_subject_on(
+    tiny_model, tmp_path
+):
+    # δ lifted from its bounds so that it moves far: v* then differs from m by a lot.
+    bounds = dict(mom2_adjustment=False, v_weight_decay=0.0, clamp_norm_factor=1e4)
+    plain = _rome(tiny_model, tmp_path, fast_path=False, **bounds)
+    fast = _rome(tiny_model, tmp_path, fast_path=True, **bounds)
+    enc, lookups = plain._rows(records(1)[0])
+    v_plain, info_plain = plain.compute_v(enc, lookups)
+    v_fast, info_fast = fast.compute_v(enc, lookups)
+    assert info_plain["delta_ratio"] > 1
+    torch.testing.assert_close(v_fast, v_plain, rtol=1e-4, atol=1e-4)
+    assert info_fast["nll"] == pytest.approx(info_plain["nll"], rel=1e-4)
+
+    hidden = trunk.block_input(fast.model, fast.start, enc)
+    frozen = trunk.freeze_past(fast.model, fast.start, hidden, enc, lookups)
+    real = enc.attention_mask.sum(1)  # (rows,)
+    assert frozen.hidden.shape[1] == int((real - lookups).sum())  # the live tokens only
+    assert frozen.position_ids[0, frozen.first].tolist() == lookups.tolist()
