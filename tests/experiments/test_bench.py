@@ -37,8 +37,9 @@ def test_retention_bench_writes_a_row_per_task_and_the_total(tmp_path, monkeypat
     monkeypatch.setattr(sys, "argv", [*argv, "--tasks", "rte", "sst2", "--out", str(tmp_path)])
     bench_retention.main()
     report = (tmp_path / "retention_tiny_llama_2.md").read_text()
-    assert "| rte | 32:0.1 | 2 |" in report and "| sst2 | 32:0.1 | 2 |" in report  # the config's
-    assert "- batching 32:0.1: **" in report and "target" not in report  # a subset: no target
+    assert "| rte | float32 | 32:0.1 | 2 |" in report  # the model's dtype, the config's batching
+    assert "| sst2 | float32 | 32:0.1 | 2 |" in report
+    assert "- float32 32:0.1: **" in report and "target" not in report  # a subset: no target
 
 
 def test_retention_bench_times_batchings_side_by_side_and_compares_their_outputs(
@@ -49,9 +50,22 @@ def test_retention_bench_times_batchings_side_by_side_and_compares_their_outputs
     monkeypatch.setattr(sys, "argv", argv)
     bench_retention.main()
     report = (tmp_path / "retention_tiny_llama_3.md").read_text()
-    assert "| rte | 1 | 3 | 3 |" in report and "| rte | 3:0 | 3 |" in report
+    assert "| rte | float32 | 1 | 3 | 3 |" in report and "| rte | float32 | 3:0 | 3 |" in report
     assert report.count("| 3/3 |") == 2  # left padding leaves every greedy output as it was
-    assert "speed-up of batching 3:0 over 1: **" in report
+    assert "speed-up of float32 3:0 over float32 1: **" in report
+
+
+def test_retention_bench_times_dtypes_side_by_side(tmp_path, monkeypatch):
+    argv = ["bench_retention", "--model", "tiny_llama", "--n", "2", "--threads", "1"]
+    argv += ["--tasks", "rte", "--dtypes", "float32", "bfloat16", "--out", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", argv)
+    bench_retention.main()
+    report = (tmp_path / "retention_tiny_llama_2.md").read_text()
+    assert (
+        "| rte | float32 | 32:0.1 | 2 |" in report and "| rte | bfloat16 | 32:0.1 | 2 |" in report
+    )
+    assert "--dtypes float32 bfloat16" in report
+    assert "speed-up of bfloat16 32:0.1 over float32 32:0.1: **" in report
 
 
 def test_retention_bench_with_profile_reports_the_cpu_time_per_torch_op(tmp_path, monkeypatch):
