@@ -162,7 +162,8 @@ def freeze_past(
     model: LoadedModel, start: int, hidden: torch.Tensor, enc: Encoded, live_from: torch.Tensor
 ) -> FrozenPast:
     """Split the right-padded batch (block inputs ``hidden`` (B, T, d)) at ``live_from`` (B,)
-    and run blocks ``start..`` once on the tokens before it, keeping their keys and values."""
+    and run blocks ``start..`` once on the tokens before it, keeping their keys and values.
+    Every row keeps at least one live token: ``live_from`` < its length."""
     packed = pack(hidden, enc)
     sequence, position = packed.sequence, packed.position_ids[0]
     live = position >= live_from[sequence]  # (n,)
