@@ -56,9 +56,8 @@ def read_curve(file: Path) -> list[dict[str, Any]]:
     return sorted(points, key=lambda p: p["edits"])
 
 
-def find_curves(rows: list[Row], spec: Spec, runs_dir: Path) -> tuple[int, list[Curve]]:
-    """The spec's runs with a curve on the longest stream any of them has (its number of
-    edits; 0 when there is none), latest per seed."""
+def curves_by_stream(rows: list[Row], spec: Spec, runs_dir: Path) -> dict[int, list[Curve]]:
+    """The spec's runs with a curve, by stream length (number of edits), latest per seed."""
     found: dict[int, list[tuple[Row, list[dict]]]] = {}
     for row in rows:
         n = number(row, "n_edits")
@@ -67,11 +66,19 @@ def find_curves(rows: list[Row], spec: Spec, runs_dir: Path) -> tuple[int, list[
         points = read_curve(runs_dir / row.get("run_id", "") / "curve.jsonl")
         if points:
             found.setdefault(int(n), []).append((row, points))
-    if not found:
-        return 0, []
-    n_edits = max(found)
-    keep = {id(r) for r in latest_per_seed([r for r, _ in found[n_edits]])}
-    return n_edits, [(r["run_id"], points) for r, points in found[n_edits] if id(r) in keep]
+    by_stream = {}
+    for n, runs in found.items():
+        keep = {id(r) for r in latest_per_seed([r for r, _ in runs])}
+        by_stream[n] = [(r["run_id"], points) for r, points in runs if id(r) in keep]
+    return by_stream
+
+
+def find_curves(rows: list[Row], spec: Spec, runs_dir: Path) -> tuple[int, list[Curve]]:
+    """The spec's curves on the longest stream any of its runs has (its number of edits; 0
+    when there is none), latest per seed."""
+    by_stream = curves_by_stream(rows, spec, runs_dir)
+    n_edits = max(by_stream, default=0)
+    return n_edits, by_stream.get(n_edits, [])
 
 
 def shortfall(n_edits: int, seeds: dict[str, int], min_seeds: int) -> str:
@@ -170,11 +177,14 @@ def fig3(rows: list[Row], runs_dir: Path, out_dir: Path) -> Figure:
     model, data = SETTING
     result = Figure("fig3_layers", "Figure 3: ELDER reliability vs edits for each L")
     specs = {n: Spec.of("elder", model, data, overrides=fig3_overrides(n)) for n in FIG3_L}
-    found = {n: find_curves(rows, spec, runs_dir) for n, spec in specs.items()}
-    n_edits = max(n for n, _ in found.values())
-    curves_by_l = {layers: curves for layers, (n, curves) in found.items() if n and n == n_edits}
+    by_l = {n: curves_by_stream(rows, spec, runs_dir) for n, spec in specs.items()}
+    # The stream on which the most values of L have a curve, the longer one on a tie: every L
+    # on a short stream says more about L than the default's line alone on the paper's.
+    lengths = {n for streams in by_l.values() for n in streams}
+    n_edits = max(lengths, key=lambda n: (sum(n in s for s in by_l.values()), n), default=0)
+    curves_by_l = {layers: s[n_edits] for layers, s in by_l.items() if n_edits in s}
     result.runs = [run_id for curves in curves_by_l.values() for run_id, _ in curves]
-    lacking = [n for n in FIG3_L if n not in curves_by_l or n_edits < CURVE_EDITS]
+    lacking = [n for n in FIG3_L if max(by_l[n], default=0) < CURVE_EDITS]
     result.missing = [
         " ".join(
             [f"python run.py method=elder model={model} data={data} {CURVE_ARGS}"]

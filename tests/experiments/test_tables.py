@@ -246,6 +246,27 @@ def test_a_curve_on_a_shorter_stream_is_not_drawn_beside_a_longer_one(tmp_path):
     assert fig2.runs == ["elder400"] and "GRACE: 0" in fig2.note
 
 
+def test_figure_3_draws_the_stream_where_most_values_of_l_have_a_curve(tmp_path):
+    kw = {"model": "smollm2_135m", "data": "counterfact"}
+    rows = [
+        row("l4_200", n_edits=200, **kw, overrides="method.L=4 method.eps=8"),
+        row("l6_200", n_edits=200, **kw),
+        row("l8_200", n_edits=200, **kw, overrides="method.L=8 method.eps=16"),
+        row("l6_4000", n_edits=4000, **kw),  # the default L alone on the paper's stream
+    ]
+    write_runs(tmp_path, rows)
+    for run_id in ("l4_200", "l6_200", "l8_200"):
+        write_curve(tmp_path, run_id, [0.9, 0.8])
+    write_curve(tmp_path, "l6_4000", [0.9] * 40)
+    fig3 = all_figures(read_runs(tmp_path / "runs.csv"), tmp_path)[1]
+    assert sorted(fig3.runs) == ["l4_200", "l6_200", "l8_200"]
+    assert "stream of 200 edits (the paper's: 4000)" in fig3.note
+    assert [m.split("eval.every=100")[1] for m in fig3.missing] == [
+        " method.L=4 method.eps=8",
+        " method.L=8 method.eps=16",
+    ]  # the default L has its 4000-edit curve
+
+
 def test_the_command_line_builds_everything_from_synthetic_results(tmp_path):
     results = curve_results(tmp_path / "results")
     codes = [
