@@ -36,7 +36,7 @@ from safetensors.torch import load_file, save_file
 from elder.editor import Editor
 from elder.saved import read_state, replace_dir, write_state
 from experiments.metrics import Prediction
-from experiments.results import write_json
+from experiments.results import machine, write_json
 
 CHECKPOINT_DIR, LATEST, BASE_EVAL = "checkpoint", "latest.json", "base_eval.json"
 RUN_KEYS = ("resume", "hydra")  # overrides that may differ from the resumed run's config
@@ -119,6 +119,9 @@ class Checkpoints:
             self.every = 0
         self.seconds = 0.0  # time spent writing checkpoints (not editing time)
         self.last = 0  # batches done at the last checkpoint
+        # Where this run's edits ran: a run resumed elsewhere (edits on a GPU, the rest here)
+        # names every machine, so that s/edit is never read as this machine's alone.
+        self.machines = [machine()]
 
     # -- the base model's predictions ---------------------------------------------------------
 
@@ -145,7 +148,12 @@ class Checkpoints:
         write_state(tmp, tensors, {"method": self.editor.name, **meta})
         rng_tensors, rng_meta = rng_state()
         save_file({k: v.contiguous() for k, v in rng_tensors.items()}, str(tmp / "rng.safetensors"))
-        progress = {"batches_done": batches_done, "edit_seconds": edit_seconds, "rng": rng_meta}
+        progress = {
+            "batches_done": batches_done,
+            "edit_seconds": edit_seconds,
+            "machines": self.machines,
+            "rng": rng_meta,
+        }
         (tmp / "progress.json").write_text(json.dumps(progress))
         name = f"step-{batches_done:06d}"
         replace_dir(tmp, self.root / name)
@@ -170,6 +178,7 @@ class Checkpoints:
         progress = json.loads((folder / "progress.json").read_text())
         set_rng_state(load_file(str(folder / "rng.safetensors")), progress["rng"])
         self.last = progress["batches_done"]
+        self.machines = list(dict.fromkeys([*progress.get("machines", []), machine()]))
         return progress["batches_done"], progress["edit_seconds"]
 
 

@@ -35,7 +35,7 @@ from experiments.evaluation import (
     evaluate_edited,
     prediction_rows,
 )
-from experiments.results import TrainLog, append_row, git_commit, machine, write_json, write_jsonl
+from experiments.results import TrainLog, append_row, git_commit, write_json, write_jsonl
 from experiments.validation import check_finite, check_options
 
 
@@ -170,7 +170,7 @@ def run(cfg: DictConfig, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
         "run_id": run_id,
         "timestamp": stamp.isoformat(timespec="seconds"),
         "git_commit": commit,
-        "machine": machine(),
+        "machine": " + ".join(checkpoints.machines),  # more than one if resumed elsewhere
         "method": method,
         "model": model.name,
         "data": stream.name,

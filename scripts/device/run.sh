@@ -43,12 +43,14 @@ rome() {  # the Table 1/2 ROME row; a later call on the same machine resumes it
   if [ -e "$run/config.yaml" ]; then
     args=(resume="$run")
   else
-    args=(method=rome eval=full eval.retention.n_per_task=100 logger=none
-      run_name=rome_zsre1000_full results_dir=$D/results ${ROME_EXTRA:-})
+    args=(method=rome eval=full eval.retention.n_per_task=100 save=true checkpoint.every=5
+      logger=none run_name=rome_zsre1000_full results_dir=$D/results ${ROME_EXTRA:-})
   fi
   timeout "${ROME_LIMIT:-420}" python3 run.py "${args[@]}" > "$OUT/rome.log" 2>&1
   echo "rome: exit $?"; tail -c 3000 "$OUT/rome.log"
-  tar -C "$D" -czf "$OUT/results.tar.gz" --exclude=cache --exclude=checkpoint results
+  # The checkpoint comes back too: a run the limit stopped can be finished here on the CPU
+  # (`python run.py resume=...`; the row then names both machines).
+  tar -C "$D" -czf "$OUT/results.tar.gz" --exclude=cache results
 }
 
 for step in "$@"; do

@@ -151,6 +151,17 @@ def test_a_resumed_run_keeps_an_override_value_with_a_space(tmp_path, monkeypatc
     assert f"results_dir={results}" in shlex.split(row["overrides"])
 
 
+def test_a_run_resumed_on_another_machine_names_both(tmp_path, monkeypatch):
+    """Edits on a GPU, the rest here: the row's s/edit is not this machine's alone."""
+    monkeypatch.setenv(fakes.CRASH, "3:eval")
+    monkeypatch.setattr("experiments.checkpoint.machine", lambda: "NVIDIA H100")
+    with pytest.raises(fakes.SimulatedKill):
+        _run(tmp_path)
+    monkeypatch.delenv(fakes.CRASH)
+    monkeypatch.setattr("experiments.checkpoint.machine", lambda: "cpu:2xx86_64")
+    assert _resume(tmp_path / "runs" / "r")["machine"] == "NVIDIA H100 + cpu:2xx86_64"
+
+
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setenv(fakes.NAN_BATCH, "1")
     with pytest.raises(NonFiniteLoss, match=r"edit batch 2: loss=nan; .*\(after batch 1\)"):
