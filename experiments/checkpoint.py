@@ -119,9 +119,11 @@ class Checkpoints:
             self.every = 0
         self.seconds = 0.0  # time spent writing checkpoints (not editing time)
         self.last = 0  # batches done at the last checkpoint
-        # Where this run's edits ran: a run resumed elsewhere (edits on a GPU, the rest here)
-        # names every machine, so that s/edit is never read as this machine's alone.
-        self.machines = [machine()]
+        # Where this run's edits ran, {machine: (batches, editing seconds)}, up to the restored
+        # checkpoint: a run resumed elsewhere (edits on a GPU, the rest here) names every
+        # machine with its share, so that s/edit is never read as this machine's alone.
+        self.earlier: dict[str, tuple[int, float]] = {}
+        self.restored = (0, 0.0)
 
     # -- the base model's predictions ---------------------------------------------------------
 
@@ -151,7 +153,7 @@ class Checkpoints:
         progress = {
             "batches_done": batches_done,
             "edit_seconds": edit_seconds,
-            "machines": self.machines,
+            "by_machine": self.by_machine(batches_done, edit_seconds),
             "rng": rng_meta,
         }
         (tmp / "progress.json").write_text(json.dumps(progress))
@@ -178,8 +180,20 @@ class Checkpoints:
         progress = json.loads((folder / "progress.json").read_text())
         set_rng_state(load_file(str(folder / "rng.safetensors")), progress["rng"])
         self.last = progress["batches_done"]
-        self.machines = list(dict.fromkeys([*progress.get("machines", []), machine()]))
-        return progress["batches_done"], progress["edit_seconds"]
+        self.restored = (progress["batches_done"], progress["edit_seconds"])
+        # Checkpoints of 2026-11-27 name their machines without the shares: one machine had all.
+        named = progress.get("machines", [])
+        default = {" + ".join(named): self.restored} if named else {}
+        self.earlier = {m: tuple(v) for m, v in progress.get("by_machine", default).items()}
+        return self.restored
+
+    def by_machine(self, batches_done: int, edit_seconds: float) -> dict[str, tuple[int, float]]:
+        """{machine: (batches, editing seconds)} of the run so far, this machine's share last."""
+        shares = dict(self.earlier)
+        here, (batches, seconds) = machine(), shares.pop(machine(), (0, 0.0))
+        batches += batches_done - self.restored[0]
+        seconds += edit_seconds - self.restored[1]
+        return {**shares, here: (batches, seconds)} if batches else shares
 
 
 # -- resuming a run folder ---------------------------------------------------------------------

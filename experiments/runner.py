@@ -35,7 +35,15 @@ from experiments.evaluation import (
     evaluate_edited,
     prediction_rows,
 )
-from experiments.results import TrainLog, append_row, git_commit, write_json, write_jsonl
+from experiments.results import (
+    TrainLog,
+    append_row,
+    git_commit,
+    machine,
+    machine_shares,
+    write_json,
+    write_jsonl,
+)
 from experiments.validation import check_finite, check_options
 
 
@@ -165,12 +173,13 @@ def run(cfg: DictConfig, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     if cfg.save:
         save(editor, run_dir / SAVED_DIR)
 
+    by_machine = checkpoints.by_machine(len(batches), edit_seconds)
     edited, result = evaluate_edited(editor, model, stream.records, bs, base, retention, run_dir)
     row = {
         "run_id": run_id,
         "timestamp": stamp.isoformat(timespec="seconds"),
         "git_commit": commit,
-        "machine": " + ".join(checkpoints.machines),  # more than one if resumed elsewhere
+        "machine": " + ".join(dict.fromkeys([*by_machine, machine()])),  # edits, then eval
         "method": method,
         "model": model.name,
         "data": stream.name,
@@ -184,6 +193,10 @@ def run(cfg: DictConfig, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
         "protocol": cfg.eval.protocol,
         "overrides": shlex.join(overrides),  # tables read it back with shlex.split
     }
+    if len(by_machine) > 1:  # resumed elsewhere: each machine's own speed
+        row["edit_s_by_machine"] = machine_shares(
+            by_machine, stream.batch_size, len(stream.records)
+        )
     write_json(run_dir / "metrics.json", row)
     write_jsonl(
         run_dir / "predictions.jsonl",

@@ -79,6 +79,11 @@ def _machine(row: Row) -> str:
     return row.get("machine", "") or "machine unknown"
 
 
+def _speed_note(row: Row) -> str:
+    """A run edited on several machines (resumed elsewhere) gives each one's own s/edit."""
+    return row.get("edit_s_by_machine", "") or _machine(row)
+
+
 def table3(rows: list[Row], runs_dir: Path | None = None) -> Table:
     """Seconds per edit and extra parameters per method and model (zsRE, 1000 edits)."""
     c = Collector(rows, runs_dir)
@@ -92,7 +97,7 @@ def table3(rows: list[Row], runs_dir: Path | None = None) -> Table:
         row: list[Num | str] = [name(method)]
         for model in MODELS:
             spec = Spec.of(method, model, "zsre")
-            row.append(c.cell(spec, "s_per_edit", scale=1.0, note=_machine))
+            row.append(c.cell(spec, "s_per_edit", scale=1.0, note=_speed_note))
             row.append(c.cell(spec, "extra_params", scale=1e-6, note=_machine))
             if model in PAPER_MODELS:
                 row.append(paper.cell("table3", model, method, "s_per_edit"))

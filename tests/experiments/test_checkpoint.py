@@ -151,15 +151,35 @@ def test_a_resumed_run_keeps_an_override_value_with_a_space(tmp_path, monkeypatc
     assert f"results_dir={results}" in shlex.split(row["overrides"])
 
 
-def test_a_run_resumed_on_another_machine_names_both(tmp_path, monkeypatch):
-    """Edits on a GPU, the rest here: the row's s/edit is not this machine's alone."""
-    monkeypatch.setenv(fakes.CRASH, "3:eval")
+def _crash_on_gpu_then_resume_here(tmp_path, monkeypatch, crash: str, old=False) -> dict:
+    monkeypatch.setenv(fakes.CRASH, crash)
     monkeypatch.setattr("experiments.checkpoint.machine", lambda: "NVIDIA H100")
     with pytest.raises(fakes.SimulatedKill):
         _run(tmp_path)
     monkeypatch.delenv(fakes.CRASH)
-    monkeypatch.setattr("experiments.checkpoint.machine", lambda: "cpu:2xx86_64")
-    assert _resume(tmp_path / "runs" / "r")["machine"] == "NVIDIA H100 + cpu:2xx86_64"
+    if old:  # as written on 2026-11-27 (commit ba1a321): the machine's name without its share
+        (progress,) = (tmp_path / "runs" / "r" / "checkpoint").glob("step-*/progress.json")
+        fields = json.loads(progress.read_text())
+        fields["machines"] = list(fields.pop("by_machine"))
+        progress.write_text(json.dumps(fields))
+    for module in ("experiments.checkpoint", "experiments.runner"):
+        monkeypatch.setattr(f"{module}.machine", lambda: "cpu:2xx86_64")
+    return _resume(tmp_path / "runs" / "r")
+
+
+def test_a_run_edited_on_a_gpu_and_evaluated_here_names_both_machines(tmp_path, monkeypatch):
+    row = _crash_on_gpu_then_resume_here(tmp_path, monkeypatch, "3:eval")
+    assert row["machine"] == "NVIDIA H100 + cpu:2xx86_64"
+    assert "edit_s_by_machine" not in row  # every edit ran on the GPU: s/edit is its own
+
+
+@pytest.mark.parametrize("old", [False, True], ids=["checkpoint", "checkpoint-of-ba1a321"])
+def test_a_run_edited_on_two_machines_gives_each_its_own_s_per_edit(tmp_path, monkeypatch, old):
+    row = _crash_on_gpu_then_resume_here(tmp_path, monkeypatch, "1:start", old)  # 1 of 3 there
+    assert row["machine"] == "NVIDIA H100 + cpu:2xx86_64"
+    gpu, cpu = row["edit_s_by_machine"].split("; ")
+    assert gpu.startswith("NVIDIA H100: 4 edits, ") and gpu.endswith(" s/edit")
+    assert cpu.startswith("cpu:2xx86_64: 8 edits, ")
 
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from experiments.retention.prompts import PROMPT_VERSION
-from experiments.tables.edit_tables import table1, table5
+from experiments.tables.edit_tables import table1, table3, table5
 from experiments.tables.figures import all_figures, fig3_overrides
 from experiments.tables.render import MISSING, Num, to_markdown, to_tex
 from experiments.tables.retention_tables import table2
@@ -68,6 +68,15 @@ def test_a_matching_row_fills_its_cell_and_lists_its_run(tmp_path):
     assert cell(table, "ZsRE · SmolLM2-135M", "ELDER", 2) == Num(40.0)
     assert table.runs["ZsRE · SmolLM2-135M · ELDER"] == ["r1"]
     assert "[r1](../runs/r1/)" in to_markdown(table)
+
+
+def test_table3_lists_each_machines_s_per_edit_for_a_run_edited_on_two(tmp_path):
+    shares = "NVIDIA H100: 400 edits, 1.527 s/edit; cpu:2xx86_64: 600 edits, 33.1 s/edit"
+    one = row("here", method="lora", s_per_edit=3.0, machine="cpu:2xx86_64")
+    two = row("both", method="rome", s_per_edit=20.5, edit_s_by_machine=shares)
+    table = table3(read_runs(write_runs(tmp_path, [one, two])))
+    assert table.runs["ZsRE · SmolLM2-135M · ROME"] == [f"both ({shares})"]
+    assert table.runs["ZsRE · SmolLM2-135M · LoRA"] == ["here (cpu:2xx86_64)"]
 
 
 def test_a_row_with_a_variant_override_does_not_fill_the_default_cell(tmp_path):
