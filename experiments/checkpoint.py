@@ -181,7 +181,7 @@ class Checkpoints:
         set_rng_state(load_file(str(folder / "rng.safetensors")), progress["rng"])
         self.last = progress["batches_done"]
         self.restored = (progress["batches_done"], progress["edit_seconds"])
-        # Checkpoints of 2026-11-27 name their machines without the shares: one machine had all.
+        # Checkpoints of commit ba1a321 name their machine without its share: it had them all.
         named = progress.get("machines", [])
         default = {" + ".join(named): self.restored} if named else {}
         self.earlier = {m: tuple(v) for m, v in progress.get("by_machine", default).items()}

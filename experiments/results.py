@@ -69,7 +69,8 @@ def machine() -> str:
 
 
 def machine_shares(by_machine: dict[str, tuple[int, float]], batch_size: int, n: int) -> str:
-    """ "m1: 400 edits, 1.527 s/edit; m2: 600 edits, 33.1 s/edit" (the last ran the last batch)."""
+    """Each machine's edits and s/edit, e.g. `m1: 400 edits, 1.527 s/edit; m2: 600 edits, 33.1
+    s/edit`; the last machine ran the last (maybe shorter) batch."""
     parts, edits_before = [], 0
     for i, (name, (batches, seconds)) in enumerate(by_machine.items()):
         edits = n - edits_before if i == len(by_machine) - 1 else batches * batch_size
