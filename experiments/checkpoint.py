@@ -189,8 +189,8 @@ class Checkpoints:
 
     def by_machine(self, batches_done: int, edit_seconds: float) -> dict[str, tuple[int, float]]:
         """{machine: (batches, editing seconds)} of the run so far, this machine's share last."""
-        shares = dict(self.earlier)
-        here, (batches, seconds) = machine(), shares.pop(machine(), (0, 0.0))
+        shares, here = dict(self.earlier), machine()
+        batches, seconds = shares.pop(here, (0, 0.0))
         batches += batches_done - self.restored[0]
         seconds += edit_seconds - self.restored[1]
         return {**shares, here: (batches, seconds)} if batches else shares
