@@ -98,7 +98,7 @@ def table3(rows: list[Row], runs_dir: Path | None = None) -> Table:
         for model in MODELS:
             spec = Spec.of(method, model, "zsre")
             row.append(c.cell(spec, "s_per_edit", scale=1.0, note=_speed_note))
-            row.append(c.cell(spec, "extra_params", scale=1e-6, note=_machine))
+            row.append(c.cell(spec, "extra_params", scale=1e-6, note=_speed_note))
             if model in PAPER_MODELS:
                 row.append(paper.cell("table3", model, method, "s_per_edit"))
                 row.append(paper.cell("table3", model, method, "extra_params", scale=1e-6))
@@ -111,8 +111,10 @@ def table3(rows: list[Row], runs_dir: Path | None = None) -> Table:
         notes=[
             "s/edit: editing seconds per edit (`s_per_edit`, evaluation excluded); #Param: "
             "parameters the method adds, in millions (`extra_params`). Speeds depend on the "
-            "machine (listed with each run). Paper: the ELDER paper's Table 3 (A40 GPU; "
-            "GRACE and ELDER only).",
+            "machine (listed with each run). A run edited on several machines (resumed on "
+            "another) shows its mean over all edits; its entry under Runs gives each "
+            "machine's own s/edit. Paper: the ELDER paper's Table 3 (A40 GPU; GRACE and "
+            "ELDER only).",
         ],
         runs=c.runs,
         missing=c.missing,

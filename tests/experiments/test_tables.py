@@ -72,8 +72,15 @@ def test_a_matching_row_fills_its_cell_and_lists_its_run(tmp_path):
 
 def test_table3_lists_each_machines_s_per_edit_for_a_run_edited_on_two(tmp_path):
     shares = "NVIDIA H100: 400 edits, 1.527 s/edit; cpu:2xx86_64: 600 edits, 33.1 s/edit"
-    one = row("here", method="lora", s_per_edit=3.0, machine="cpu:2xx86_64")
-    two = row("both", method="rome", s_per_edit=20.5, edit_s_by_machine=shares)
+    one = row("here", method="lora", s_per_edit=3.0, extra_params=1, machine="cpu:2xx86_64")
+    two = row(
+        "both",
+        method="rome",
+        s_per_edit=20.5,
+        extra_params=1,
+        machine="NVIDIA H100 + cpu:2xx86_64",
+        edit_s_by_machine=shares,
+    )
     table = table3(read_runs(write_runs(tmp_path, [one, two])))
     assert table.runs["ZsRE · SmolLM2-135M · ROME"] == [f"both ({shares})"]
     assert table.runs["ZsRE · SmolLM2-135M · LoRA"] == ["here (cpu:2xx86_64)"]
