@@ -6,6 +6,14 @@ from dataclasses import dataclass
 
 ROUTING_MODES = ("soft", "hard")
 AUX_LOSSES = ("guided", "none", "balance")
+QUERIES = ("fc_input", "residual")
+LORA_INITS = ("reference", "peft")
+OPTIMIZERS = ("per_batch", "stream")
+LABELS = ("fact", "target")
+
+# What a config written before these options existed ran with. A run folder's config.yaml
+# from then lacks the keys; reading it through :func:`upgrade` keeps its meaning.
+LEGACY = {"query": "residual", "lora_init": "peft", "optimizer": "stream", "label": "target"}
 
 
 @dataclass
@@ -16,6 +24,19 @@ class ELDERConfig:
     first_layer: int  # block index of the first MoLoRA layer
     # Block whose input at the last prompt token is the routing query (default: first_layer).
     query_block: int | None = None
+    # -- where the paper is silent, the reference code decides (README, "ELDER's options") --
+    # "fc_input": the input of the FC layer ``layer_pattern`` in ``query_block`` (reference);
+    # "residual": the hidden state entering ``query_block``.
+    query: str = "fc_input"
+    lora_init: str = "reference"  # A ~ U(±1/√r) (reference) or U(±1/√in) (PEFT's)
+    # "per_batch": a fresh Adam per edit batch with StepLR(lr_step, lr_gamma) stepped every
+    # iteration (MELO's scripts); "stream": one Adam, constant lr, for the whole stream.
+    optimizer: str = "per_batch"
+    lr_step: int = 20  # StepLR step size (iterations); 0 = no schedule
+    lr_gamma: float = 0.5  # StepLR factor
+    # "fact": phrasings of one fact share an allocation (the paper's "identically labeled
+    # edits"); "target": edits with the same target string share one.
+    label: str = "fact"
     L: int = 6  # number of consecutive blocks with a MoLoRA module
     N: int = 4  # LoRAs per MoLoRA module
     k: int = 2  # LoRAs mixed per sequence (top-k)
@@ -29,7 +50,6 @@ class ELDERConfig:
     aux_loss: str = "guided"  # "guided" (the paper), "none", or "balance" (Switch-Transformer loss)
     defer: bool = True  # deferral mechanism at inference (Algorithm 1)
     fast_path: bool = True  # cache the frozen blocks below the first MoLoRA layer while training
-    reset_optimizer: bool = False  # a fresh Adam per batch instead of one for the whole stream
     allocation_seed: int = 0  # seed of the random pre-assigned allocations
 
     def __post_init__(self) -> None:
@@ -52,6 +72,17 @@ class ELDERConfig:
                 f"query_block ({self.query_block}) must not come after the first MoLoRA layer "
                 f"({self.first_layer}): the allocation is computed before any MoLoRA runs",
             ),
+            (self.query in QUERIES, f"query must be one of {QUERIES}, got {self.query!r}"),
+            (
+                self.lora_init in LORA_INITS,
+                f"lora_init must be one of {LORA_INITS}, got {self.lora_init!r}",
+            ),
+            (
+                self.optimizer in OPTIMIZERS,
+                f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}",
+            ),
+            (self.lr_step >= 0, f"lr_step must be >= 0, got {self.lr_step}"),
+            (self.label in LABELS, f"label must be one of {LABELS}, got {self.label!r}"),
             ("{}" in self.layer_pattern, f"layer_pattern needs a '{{}}': {self.layer_pattern!r}"),
         ]
         for ok, message in checks:
@@ -59,5 +90,27 @@ class ELDERConfig:
                 raise ValueError(f"ELDER: {message}")
 
     @property
+    def query_module(self) -> str | None:
+        """The FC layer whose input is the query (None: the query is the residual stream)."""
+        return self.layer_pattern.format(self.query_block) if self.query == "fc_input" else None
+
+    @property
     def target_modules(self) -> list[str]:
         return [self.layer_pattern.format(self.first_layer + i) for i in range(self.L)]
+
+
+def upgrade(config: dict) -> dict:
+    """An ELDER config as read from a run folder, in today's keys and with its old meaning.
+
+    Before the reference's choices became options, a run had no ``query``, ``lora_init``,
+    ``optimizer`` or ``label`` key and ran as :data:`LEGACY` says; ``reset_optimizer: true``
+    meant a fresh Adam per batch without a schedule.
+    """
+    config = dict(config)
+    if "reset_optimizer" in config:
+        reset = config.pop("reset_optimizer")
+        config.setdefault("optimizer", "per_batch" if reset else "stream")
+        config.setdefault("lr_step", 0)
+    for key, value in LEGACY.items():
+        config.setdefault(key, value)
+    return config

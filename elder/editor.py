@@ -28,11 +28,19 @@ class EditRecord:
     loc_target: str  # its answer
     subject: str = ""  # the entity the fact is about (ROME needs it)
     case_id: int = -1  # position in the source file
+    # The fact the edit states: several phrasings of one fact share it ("identically labeled
+    # edits" in ELDER). Empty: the record is a fact of its own, known by its prompt.
+    fact: str = ""
 
     @property
     def label(self) -> str:
-        """The edit's label: edits with the same target share a label (GRACE/MELO/ELDER)."""
+        """The edit's target label: edits with the same target share it (GRACE, MELO)."""
         return self.target
+
+    @property
+    def fact_label(self) -> str:
+        """The edit's fact label: the phrasings of one fact share it (ELDER's default)."""
+        return self.fact or f"prompt:{self.prompt}"
 
 
 @dataclass
@@ -96,6 +104,14 @@ class Editor(ABC):
 
     def __init__(self, model: LoadedModel) -> None:
         self.model = model
+
+    @classmethod
+    def upgrade_config(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """A method config read from an older run folder, in today's keys and meaning.
+
+        Options added after a run keep the value that run ran with; by default none changed.
+        """
+        return config
 
     @property
     def hf(self) -> nn.Module:

@@ -1,9 +1,10 @@
 """ELDER: lifelong editing with a mixture of LoRAs, a guided loss and deferral.
 
 Section "Method" of Li et al., AAAI 2025: MoLoRA modules on the FC layer of L consecutive
-blocks, one routing per sequence from the query vector (the hidden state entering
-``query_block`` at the last prompt token), the guided loss towards pre-assigned allocations,
-and Algorithm 1's deferral on the Hamming distance between allocation codes.
+blocks, one routing per sequence from the query vector (at the last prompt token: the input
+of the FC layer in ``query_block``, as the reference code routes, or the hidden state
+entering that block), the guided loss towards pre-assigned allocations, and Algorithm 1's
+deferral on the Hamming distance between allocation codes.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from transformers import StoppingCriteria
 
 from elder import saved, trunk
 from elder.allocation import AllocationTable, min_hamming, pack, topk_code
-from elder.config import ELDERConfig
+from elder.config import ELDERConfig, upgrade
 from elder.editor import Editor, EditRecord, Encoded, ForwardOutput, GenerateOutput
 from elder.models import LoadedModel, get_module, set_module
-from elder.molora import MoLoRALayer
+from elder.molora import MoLoRALayer, io_features
 
 
 def guided_loss(scores: torch.Tensor, preset: torch.Tensor) -> torch.Tensor:
@@ -44,19 +45,28 @@ class ELDER(Editor):
                 f"ELDER: layers {cfg.first_layer}..{cfg.first_layer + cfg.L - 1} "
                 f"do not exist: {model.name} has {n_blocks} blocks"
             )
-        query_dim = (
-            model.hf.config.hidden_size
-            if hasattr(model.hf.config, "hidden_size")
-            else model.hf.config.n_embd
-        )
+        if cfg.query_module is not None:
+            query_dim = io_features(get_module(model.hf, cfg.query_module))[0]
+        else:
+            hf_cfg = model.hf.config
+            query_dim = hf_cfg.hidden_size if hasattr(hf_cfg, "hidden_size") else hf_cfg.n_embd
         self.layers: list[MoLoRALayer] = []
         for name in cfg.target_modules:
-            layer = MoLoRALayer(get_module(model.hf, name), query_dim, cfg.N, cfg.r, cfg.alpha)
+            base = get_module(model.hf, name)
+            layer = MoLoRALayer(base, query_dim, cfg.N, cfg.r, cfg.alpha, cfg.lora_init)
             set_module(model.hf, name, layer)
             self.layers.append(layer)
         self.allocations = AllocationTable(cfg.L, cfg.N, cfg.k, seed=cfg.allocation_seed)
         self.codes = torch.empty(0, (cfg.L * cfg.N + 7) // 8, dtype=torch.uint8)  # packed
         self.optimizer = self._new_optimizer()
+
+    @classmethod
+    def upgrade_config(cls, config: dict[str, Any]) -> dict[str, Any]:
+        return upgrade(config)
+
+    def label_of(self, record: EditRecord) -> str:
+        """The label whose allocation the edit is guided to (``label``: the fact or the target)."""
+        return record.fact_label if self.config.label == "fact" else record.label
 
     def parameters(self) -> list[torch.nn.Parameter]:
         return [
@@ -72,7 +82,31 @@ class ELDER(Editor):
             p.requires_grad_(True)
         return torch.optim.Adam(params, lr=self.config.lr)
 
+    def _schedule(self) -> torch.optim.lr_scheduler.LRScheduler | None:
+        """A fresh Adam for this batch and its StepLR (``optimizer=per_batch``), or None."""
+        cfg = self.config
+        if cfg.optimizer == "stream":
+            return None
+        self.optimizer = self._new_optimizer()
+        if not cfg.lr_step:
+            return None
+        return torch.optim.lr_scheduler.StepLR(self.optimizer, cfg.lr_step, cfg.lr_gamma)
+
+    def _query_module(self) -> torch.nn.Module:
+        """The module whose input is the query: the FC layer of ``query_block``, or the block."""
+        cfg = self.config
+        if cfg.query_module is not None:
+            return get_module(self.hf, cfg.query_module)
+        return self.model.block_list[cfg.query_block]
+
     # -- routing -----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def query(self, enc: Encoded) -> torch.Tensor:
+        """The routing query of each sequence (B, d): the query module's input at the last
+        prompt token; nothing above the query module is run."""
+        h = trunk.module_input(self.model, self._query_module(), enc)  # (B, T, d)
+        return h[torch.arange(h.shape[0]), enc.prompt_last]
 
     def scores(self, query: torch.Tensor) -> torch.Tensor:
         """Router scores of every MoLoRA layer: query (B, d) -> (B, L, N)."""
@@ -106,7 +140,7 @@ class ELDER(Editor):
     def routing(
         self, prompt_last: torch.Tensor, preset: torch.Tensor | None = None, defer: bool = False
     ):
-        """Route each sequence once, from the hidden state entering ``query_block``.
+        """Route each sequence once, from the input of the query module at ``prompt_last``.
 
         Within the context the first forward pass fixes the mixture; later passes (decode
         steps of ``generate``, which see one token) keep it.
@@ -120,8 +154,7 @@ class ELDER(Editor):
             state["query"] = h[torch.arange(h.shape[0]), prompt_last].detach()  # (B, d)
             state["scores"], state["active"] = self._route(state["query"], preset, defer)
 
-        block = self.model.block_list[self.config.query_block]
-        handle = block.register_forward_pre_hook(hook, with_kwargs=True)
+        handle = self._query_module().register_forward_pre_hook(hook, with_kwargs=True)
         try:
             yield state
         finally:
@@ -143,7 +176,7 @@ class ELDER(Editor):
         return scores.new_zeros(())
 
     def check_stream(self, records: list[EditRecord]) -> None:
-        labels = {r.label for r in records} | set(self.allocations.by_label)
+        labels = {self.label_of(r) for r in records} | set(self.allocations.by_label)
         if len(labels) > self.allocations.capacity:
             cfg = self.config
             raise ValueError(
@@ -155,13 +188,14 @@ class ELDER(Editor):
     def edit(self, batch: list[EditRecord]) -> dict[str, float]:
         cfg = self.config
         enc = self.encode(batch)
-        preset = self.allocations.batch([r.label for r in batch]).to(self.model.device)
+        preset = self.allocations.batch([self.label_of(r) for r in batch]).to(self.model.device)
         train_preset = preset if cfg.routing == "hard" else None
-        if cfg.reset_optimizer:
-            self.optimizer = self._new_optimizer()
+        scheduler = self._schedule()
         if cfg.fast_path:
-            hidden = trunk.block_input(self.model, cfg.query_block, enc)  # (B, T, d), frozen
-            query = hidden[torch.arange(len(batch)), enc.prompt_last]  # (B, d)
+            # Nothing below the first MoLoRA layer trains, and the query is read before it:
+            # both are computed once per batch.
+            query = self.query(enc)  # (B, d)
+            hidden = trunk.block_input(self.model, cfg.first_layer, enc)  # (B, T, d), frozen
             packed = trunk.pack(hidden, enc)
         for _ in range(cfg.iterations):
             if cfg.fast_path:
@@ -169,7 +203,7 @@ class ELDER(Editor):
                     scores, _ = self._route(query, train_preset)
                     for layer in self.layers:  # (B, N) -> (1, n, N): each token, its sequence's
                         layer.gates = layer.gates[packed.sequence][None]
-                    logits = trunk.packed_target_logits_from(self.model, cfg.query_block, packed)
+                    logits = trunk.packed_target_logits_from(self.model, cfg.first_layer, packed)
                 finally:
                     self._clear()
             else:
@@ -182,6 +216,8 @@ class ELDER(Editor):
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
         self.codes = torch.cat([self.codes, self.allocation_code(query)])
         return {"loss": loss.item(), "model_loss": model_loss.item(), "aux_loss": aux.item()}
 
@@ -233,7 +269,7 @@ class ELDER(Editor):
     def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         """Restore :meth:`state` into an editor built with the same structural config."""
         mine, theirs = asdict(self.config), meta["config"]
-        structural = ("layer_pattern", "first_layer", "query_block", "L", "N", "k", "r")
+        structural = ("layer_pattern", "first_layer", "query_block", "query", "L", "N", "k", "r")
         differ = [
             f"{k}={theirs.get(k)!r} (here {mine[k]!r})"
             for k in structural

@@ -31,7 +31,13 @@ class MoLoRALayer(nn.Module):
     """A frozen FC layer plus N LoRA experts and the router that mixes them."""
 
     def __init__(
-        self, base_layer: nn.Module, query_dim: int, num_experts: int, r: int, alpha: float
+        self,
+        base_layer: nn.Module,
+        query_dim: int,
+        num_experts: int,
+        r: int,
+        alpha: float,
+        lora_init: str = "reference",
     ) -> None:
         super().__init__()
         self.base_layer = base_layer
@@ -47,8 +53,11 @@ class MoLoRALayer(nn.Module):
         self.lora_B = nn.Parameter(
             torch.zeros(num_experts, out_f, r, device=ref.device, dtype=ref.dtype)
         )  # (N, out, r), zero: ΔW = 0
+        # kaiming_uniform_(a=√5) draws U(±1/√fan_in). The reference stores A as (in, r), so its
+        # fan_in is r: U(±1/√r). PEFT stores A as (r, in): U(±1/√in), 14x smaller at in=1536.
+        bound = 1 / math.sqrt(r if lora_init == "reference" else in_f)
         for a in self.lora_A:
-            nn.init.kaiming_uniform_(a, a=math.sqrt(5))  # as nn.Linear and PEFT's LoRA A
+            nn.init.uniform_(a, -bound, bound)
         # Set per forward by the editor: gates (B, N) with zeros off the top-k, and the rows
         # whose MoLoRA is on. None means "off": the layer is then its base layer.
         self.gates: torch.Tensor | None = None

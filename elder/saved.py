@@ -122,13 +122,36 @@ def _fsync(path: Path) -> None:
 # -- a run folder's saved edited model ---------------------------------------------------------
 
 
-def _run_config(run_dir: Path):
+def run_config(run_dir: str | Path):
+    """A run folder's ``config.yaml``, its method section upgraded to today's keys.
+
+    Every reader of a run's config goes through here, so that an option added after the run
+    keeps the value the run was made with (``Editor.upgrade_config``).
+    """
     from omegaconf import OmegaConf  # a safe YAML loader: no object construction
 
     file = Path(run_dir) / "config.yaml"
     if not file.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run folder: it has no config.yaml")
-    return OmegaConf.load(file)
+    cfg = OmegaConf.load(file)
+    if cfg.get("method") is not None:
+        method = OmegaConf.to_container(cfg.method, resolve=False)
+        cfg.method = OmegaConf.create(
+            _editor_class(cfg.method._target_, file).upgrade_config(method)
+        )
+    return cfg
+
+
+def _editor_class(target: str, where: Path) -> type[Editor]:
+    from hydra.utils import get_class
+
+    try:
+        cls = get_class(target)
+    except (ValueError, ImportError):
+        cls = None
+    if not (isinstance(cls, type) and issubclass(cls, Editor)):
+        raise ValueError(f"{where}: method._target_ {target} is not an Editor")
+    return cls
 
 
 def load_base(
@@ -141,7 +164,7 @@ def load_base(
     """
     from hydra.utils import instantiate
 
-    cfg = _run_config(Path(run_dir))
+    cfg = run_config(Path(run_dir))
     model_cfg = cfg.model
     if model_cfg.get("_target_") != MODEL_TARGET:
         raise ValueError(f"{run_dir}: model._target_ must be {MODEL_TARGET}")
@@ -158,16 +181,7 @@ def load_base(
 
 def editor_class(run_dir: str | Path) -> type[Editor]:
     """The Editor class a run folder's config names (any other ``_target_`` is refused)."""
-    from hydra.utils import get_class
-
-    target = _run_config(Path(run_dir)).method._target_
-    try:
-        cls = get_class(target)
-    except (ValueError, ImportError):
-        cls = None
-    if not (isinstance(cls, type) and issubclass(cls, Editor)):
-        raise ValueError(f"{run_dir}: method._target_ {target} is not an Editor")
-    return cls
+    return _editor_class(run_config(run_dir).method._target_, Path(run_dir))
 
 
 def check_inference_options(run_dir: str | Path, options: dict[str, Any]) -> None:
@@ -207,7 +221,7 @@ def load(
             if state_dir is None
             else f"{saved}: no such folder"
         )
-    cfg = _run_config(run_dir)
+    cfg = run_config(run_dir)
     check_inference_options(run_dir, options or {})
     for key, value in (options or {}).items():
         cfg.method[key] = value

@@ -42,13 +42,18 @@ class _NoPosition(nn.Module):
 
 def block_input(model: LoadedModel, block: int, enc: Encoded) -> torch.Tensor:
     """Hidden states entering ``block`` (B, T, d); the blocks above it are not run."""
+    return module_input(model, model.block_list[block], enc)
+
+
+def module_input(model: LoadedModel, module: nn.Module, enc: Encoded) -> torch.Tensor:
+    """The first input of ``module`` (B, T, ·) on the batch; nothing after it is run."""
     captured: dict[str, torch.Tensor] = {}
 
     def grab(module, args, kwargs):
         captured["h"] = args[0] if args else kwargs["hidden_states"]
         raise _Stop
 
-    handle = model.block_list[block].register_forward_pre_hook(grab, with_kwargs=True)
+    handle = module.register_forward_pre_hook(grab, with_kwargs=True)
     try:
         with torch.no_grad():
             model.hf(input_ids=enc.input_ids, attention_mask=enc.attention_mask)

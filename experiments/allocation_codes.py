@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 
-from elder import ELDER, Encoded, load, trunk
+from elder import ELDER, Encoded, load
 from elder.allocation import min_hamming, pack, topk_code
+from elder.saved import run_config
 from experiments.data import EditStream
 from experiments.results import write_json
 from experiments.retention import prompts as P
@@ -33,14 +33,13 @@ OUT = Path("results/figures/fig4_codes.json")
 
 @torch.no_grad()
 def router_scores(editor: ELDER, text: str) -> torch.Tensor:
-    """Router scores (1, L, N) of one input; only the blocks below the query are run."""
+    """Router scores (1, L, N) of one input; nothing above the query module is run."""
     model = editor.model
     ids = model.tokenizer(text, return_tensors="pt").input_ids[:, -model.max_length :]
     ids = ids.to(model.device)  # (1, T)
     last = ids.new_tensor([ids.shape[1] - 1])  # the query position
     enc = Encoded(ids, torch.ones_like(ids), torch.full_like(ids, -100), last)
-    query = trunk.block_input(model, editor.config.query_block, enc)[:, -1]  # (1, d)
-    return editor.scores(query).float().cpu()
+    return editor.scores(editor.query(enc)).float().cpu()
 
 
 def route(editor: ELDER, text: str) -> dict[str, Any]:
@@ -60,7 +59,7 @@ def codes(run_dir: Path, n_groups: int = 5, n_task: int = 20, seed: int = 0) -> 
     editor = load(run_dir)
     if not isinstance(editor, ELDER):
         raise ValueError(f"{run_dir} is a {editor.name} run; allocation codes are ELDER's")
-    cfg = OmegaConf.load(run_dir / "config.yaml")
+    cfg = run_config(run_dir)
     stream: EditStream = build(cfg.data)
     chosen = random.Random(seed).sample(range(len(stream.records)), n_groups)
     points = []

@@ -34,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file, save_file
 
 from elder.editor import Editor
-from elder.saved import read_state, replace_dir, write_state
+from elder.saved import read_state, replace_dir, run_config, write_state
 from experiments.metrics import Prediction
 from experiments.results import machine, write_json
 
@@ -207,7 +207,7 @@ def resume_config(cfg: DictConfig, overrides: tuple[str, ...]) -> DictConfig:
         raise FileNotFoundError(f"resume={run_dir}: not a run folder (no config.yaml in it)")
     if (run_dir / "metrics.json").is_file():
         raise ValueError(f"resume={run_dir}: this run has already finished (metrics.json)")
-    saved = OmegaConf.load(file)
+    saved = run_config(run_dir)
     conflicts = []
     for item in overrides:
         key, _, _ = item.lstrip("+~").partition("=")

@@ -1,4 +1,6 @@
-"""Teacher-forced evaluation of a stream: the unedited model (cached), the edited one, curves."""
+"""Evaluation of a stream: the unedited model (cached), the edited one after the stream
+(teacher-forced, and free-decoded where asked), reliability curves, and each batch's
+reliability right after its own edit (``Immediate``)."""
 
 from __future__ import annotations
 
@@ -13,33 +15,42 @@ from elder.editor import Editor, EditRecord, Encoded, ForwardOutput
 from elder.models import LoadedModel
 from experiments import cache
 from experiments import metrics as M
-from experiments.data import EditStream
+from experiments.data import EditStream, Probe, Probes
+from experiments.free_decoding import Generations, decode, decoding_metrics
 from experiments.results import keep_jsonl
 
-SPLITS = (  # split, prompt field, target field of an EditRecord
-    ("edit", "prompt", "target"),
-    ("rephrase", "rephrase", "target"),
-    ("locality", "loc_prompt", "loc_target"),
-)
-DESCRIPTIONS = {"edit": "edit prompts", "rephrase": "rephrases", "locality": "locality"}
+DESCRIPTIONS = {
+    "edit": "edit prompts",
+    "rephrase": "rephrases",
+    "locality": "locality",
+    "locality_alt": "neighborhood (new target)",
+}
 Predictions = dict[str, list[M.Prediction]]
 
 
-def evaluate(
-    forward, model: LoadedModel, records: list[EditRecord], batch_size: int, splits=SPLITS
-) -> Predictions:
-    """Teacher-forced predictions on the edit, rephrase and locality prompts of a stream."""
+def eval_probes(stream: EditStream) -> Probes:
+    """The stream's probes, plus ``locality_alt`` (each locality prompt with the edit's new
+    target) where the locality probes carry one: the neighborhood score compares the two."""
+    probes = stream.probes()
+    locality = probes["locality"]
+    if locality and all(p.alt for p in locality):
+        probes["locality_alt"] = [Probe(p.prompt, p.alt, p.case_id) for p in locality]
+    return probes
+
+
+def evaluate(forward, model: LoadedModel, probes: Probes, batch_size: int) -> Predictions:
+    """Teacher-forced predictions of ``forward`` on every split of ``probes``."""
     return {
         split: M.predict(
             forward,
             model.tokenizer,
-            [getattr(r, prompt) for r in records],
-            [getattr(r, target) for r in records],
+            [p.prompt for p in items],
+            [p.target for p in items],
             batch_size,
             model.device,
-            DESCRIPTIONS[split],
+            DESCRIPTIONS.get(split, split),
         )
-        for split, prompt, target in splits
+        for split, items in probes.items()
     }
 
 
@@ -59,13 +70,13 @@ def base_key(model: LoadedModel, stream: EditStream, bs: int) -> dict[str, Any]:
 
     Call before any editor wraps the model: it fingerprints the untouched weights.
     """
-    records = stream.records
-    text = json.dumps([[getattr(r, f) for _, p, t in SPLITS for f in (p, t)] for r in records])
+    probes = eval_probes(stream)
+    text = json.dumps({k: [[p.prompt, p.target] for p in v] for k, v in probes.items()})
     return {
         "model": model.name,
         "weights": cache.fingerprint(model.hf),
-        "task": f"{stream.name}-{len(records)}",
-        "records": hashlib.sha1(text.encode()).hexdigest()[:16],
+        "task": f"{stream.name}-{len(stream.records)}",
+        "probes": hashlib.sha1(text.encode()).hexdigest()[:16],
         "batch_size": bs,
         "dtype": str(next(model.hf.parameters()).dtype),
         "device": model.device.type,
@@ -79,7 +90,7 @@ def base_predictions(
     stored = cache.load(cache_dir, key) if cache_dir else None
     if stored is not None:
         return {k: [M.Prediction(**p) for p in v] for k, v in stored[0].items()}
-    base = evaluate(base_forward(model), model, stream.records, bs)
+    base = evaluate(base_forward(model), model, eval_probes(stream), bs)
     if cache_dir:
         cache.save(cache_dir, key, [{k: [asdict(p) for p in v] for k, v in base.items()}])
     return base
@@ -94,44 +105,64 @@ def edit_results(edited: Predictions, base: Predictions) -> dict[str, float]:
         base["edit"], base["rephrase"], base["locality"], base["locality"]
     )
     result.update({f"base_{k}": v for k, v in base_metrics.items() if k != "locality"})
+    if "locality_alt" in edited:
+        for prefix, preds in (("", edited), ("base_", base)):
+            score = M.neighborhood_score(preds["locality"], preds["locality_alt"])
+            result[f"{prefix}neighborhood_score"] = score
     return result
 
 
 def evaluate_edited(
     editor: Editor,
     model: LoadedModel,
-    records: list[EditRecord],
+    stream: EditStream,
     batch_size: int,
     base: Predictions,
     retention: Any | None,
     run_dir: Path,
-) -> tuple[Predictions, dict[str, float]]:
-    """The edited model's predictions and metrics (with retention when there is an evaluator)."""
-    edited = evaluate(editor.forward, model, records, batch_size)
+    free_decoding: bool = False,
+) -> tuple[Predictions, dict[str, Generations], dict[str, float]]:
+    """The edited model's predictions, free-decoded answers (``free_decoding``) and metrics
+    (with retention when there is an evaluator)."""
+    probes = eval_probes(stream)
+    edited = evaluate(editor.forward, model, probes, batch_size)
     result = edit_results(edited, base)
+    answers: dict[str, Generations] = {}
+    if free_decoding:
+        answers = decode(editor.generate, model, probes, batch_size)
+        result.update(decoding_metrics(answers, probes))
     if retention is not None:
         result.update(retention.evaluate(editor, run_dir))
-    return edited, result
+    return edited, answers, result
 
 
-def prediction_rows(records, preds: Predictions, base: Predictions, tokenizer) -> list[dict]:
-    """One row per prompt: the edited and unedited argmax answers, and the method's report."""
+def prediction_rows(
+    stream: EditStream,
+    preds: Predictions,
+    base: Predictions,
+    tokenizer,
+    answers: dict[str, Generations] | None = None,
+) -> list[dict]:
+    """One row per probe: the edited and unedited argmax answers, the free-decoded answer
+    where there is one, and the method's report."""
     rows = []
-    for split, prompt_of, target_of in SPLITS:
-        for r, p, b in zip(records, preds[split], base[split], strict=True):
-            rows.append(
-                {
-                    "split": split,
-                    "case_id": r.case_id,
-                    "prompt": getattr(r, prompt_of),
-                    "target": getattr(r, target_of),
-                    "pred": tokenizer.decode(p.pred),
-                    "base_pred": tokenizer.decode(b.pred),
-                    "exact": p.exact,
-                    "token_acc": p.token_acc,
-                    **p.info,
-                }
-            )
+    for split, probes in eval_probes(stream).items():
+        generated = (answers or {}).get(split)
+        for i, (probe, p, b) in enumerate(zip(probes, preds[split], base[split], strict=True)):
+            row = {
+                "split": split,
+                "case_id": probe.case_id,
+                "prompt": probe.prompt,
+                "target": probe.target,
+                "pred": tokenizer.decode(p.pred),
+                "base_pred": tokenizer.decode(b.pred),
+                "exact": p.exact,
+                "token_acc": p.token_acc,
+                **p.info,
+            }
+            if generated is not None:
+                row["generated"] = generated[i].text
+            rows.append(row)
     return rows
 
 
@@ -166,7 +197,8 @@ class Curve:
         if not self.every or (done // self.every == before // self.every and not last):
             return None
         start = time.perf_counter()
-        preds = evaluate(editor.forward, self.model, records, self.bs, SPLITS[:1])["edit"]
+        probes = {"edit": [Probe(r.prompt, r.target, r.case_id) for r in records]}
+        preds = evaluate(editor.forward, self.model, probes, self.bs)["edit"]
         point = {
             "edits": done,
             "reliability": M.mean([p.exact for p in preds]),
@@ -178,3 +210,50 @@ class Curve:
             f.write(json.dumps(point) + "\n")
         self.seconds += time.perf_counter() - start
         return point
+
+
+class Immediate:
+    """Each batch's reliability right after its own edit (LEMoE's "immediate", EasyEdit's
+    sequential mode), beside the end-of-stream numbers (``eval.immediate``).
+
+    One line per batch in ``<run folder>/immediate.jsonl``; on resume the lines past the
+    restored checkpoint are dropped, as those batches are edited again.
+    """
+
+    FILE = "immediate.jsonl"
+
+    def __init__(self, on: bool, run_dir: Path, model: LoadedModel, bs: int) -> None:
+        self.on, self.model, self.bs = on, model, bs
+        self.file = run_dir / self.FILE
+        self.seconds = 0.0  # evaluation time, kept out of the editing time
+
+    def restore(self, batches_done: int) -> None:
+        if self.on:
+            keep_jsonl(self.file, lambda row: row["batch"] < batches_done)
+
+    def after_batch(self, editor: Editor, step: int, batch: list[EditRecord]) -> None:
+        if not self.on:
+            return
+        start = time.perf_counter()
+        probes = {"edit": [Probe(r.prompt, r.target, r.case_id) for r in batch]}
+        preds = evaluate(editor.forward, self.model, probes, self.bs)["edit"]
+        row = {
+            "batch": step,
+            "edits": len(preds),
+            "exact": sum(p.exact for p in preds),
+            "token_acc": sum(p.token_acc for p in preds),
+        }
+        with self.file.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        self.seconds += time.perf_counter() - start
+
+    def results(self) -> dict[str, float]:
+        """``reliability_immediate`` (exact) and ``_tok``: means over every edit of the stream."""
+        if not self.on or not self.file.is_file():
+            return {}
+        rows = [json.loads(line) for line in self.file.read_text().splitlines() if line]
+        n = sum(r["edits"] for r in rows)
+        return {
+            "reliability_immediate": sum(r["exact"] for r in rows) / n,
+            "reliability_immediate_tok": sum(r["token_acc"] for r in rows) / n,
+        }

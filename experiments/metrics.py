@@ -4,7 +4,10 @@
   under greedy decoding this is the same event as "the generated answer equals the target";
 - token accuracy (EasyEdit's ``*_tok``): the share of target tokens that are the argmax;
 - locality: the share of unrelated prompts whose argmax tokens are unchanged from the
-  unedited model's.
+  unedited model's;
+- neighborhood score (CounterFact's, on streams whose locality probes carry the edit's new
+  target): the share of neighborhood prompts where the model still gives the true answer a
+  higher mean token log-probability than the new target (ROME's ``neighborhood_prompts``).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ class Prediction:
     pred: list[int]
     target: list[int]
     info: dict[str, float] = field(default_factory=dict)
+    logprob: float = float("nan")  # mean log-probability of the target tokens
 
     @property
     def exact(self) -> float:
@@ -62,18 +66,20 @@ def predict(
         shifted = enc.labels[:, 1:]
         for row in range(len(argmax)):
             info = {k: float(v[row]) for k, v in result.info.items()}
-            out.append(
-                Prediction(
-                    argmax[row][mask[row]].tolist(),
-                    shifted[row][shifted[row] != -100].tolist(),
-                    info,
-                )
-            )
+            target = shifted[row][shifted[row] != -100]  # (n,)
+            logp = result.logits[row][mask[row]].float().log_softmax(-1)  # (n, V)
+            logprob = logp.gather(-1, target[:, None]).mean().item()
+            out.append(Prediction(argmax[row][mask[row]].tolist(), target.tolist(), info, logprob))
     return out
 
 
 def mean(values: Sequence[float]) -> float:
     return float(sum(values) / len(values)) if values else float("nan")
+
+
+def neighborhood_score(truth: list[Prediction], new: list[Prediction]) -> float:
+    """CounterFact's neighborhood score: the truth still more likely than the new target."""
+    return mean([float(t.logprob > n.logprob) for t, n in zip(truth, new, strict=True)])
 
 
 def edit_metrics(

@@ -20,9 +20,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from elder.saved import SAVED_DIR, load, load_base
+from elder.saved import SAVED_DIR, load, load_base, run_config
 from experiments.checkpoint import lock_run
 from experiments.configs import compose
 from experiments.results import append_row, git_commit, write_json
@@ -47,7 +47,7 @@ def reevaluate(run_dir: str | Path, n_per_task: int | None = None) -> dict[str, 
         raise FileNotFoundError(f"{run_dir} has not finished (no metrics.json): nothing to redo")
     if not (run_dir / SAVED_DIR).is_dir():
         raise FileNotFoundError(f"{run_dir} has no saved edits ('{SAVED_DIR}/'): save=true")
-    run_cfg = OmegaConf.load(run_dir / "config.yaml")
+    run_cfg = run_config(run_dir)
     node = retention_config(run_cfg, n_per_task)
     lock = lock_run(run_dir)
     model = load_base(run_dir)

@@ -27,14 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from elder import ELDER, load
 from elder.allocation import hamming, min_hamming, pack, topk_code
 from elder.editor import EditRecord
 from elder.method import guided_loss
-from elder.saved import SAVED_DIR, editor_class
+from elder.saved import SAVED_DIR, editor_class, run_config
 from experiments.allocation_codes import router_scores
 from experiments.checkpoint import latest
 from experiments.results import write_json
@@ -78,7 +77,7 @@ def report(editor: ELDER, records: list[EditRecord]) -> dict[str, Any]:
     }
     codes = {kind: topk_code(s, cfg.k) for kind, s in scores.items()}  # kind -> (n, L·N)
     code, s = codes["edit"], scores["edit"]
-    preset = editor.allocations.batch([r.label for r in records])  # (n, L, k)
+    preset = editor.allocations.batch([editor.label_of(r) for r in records])  # (n, L, k)
     preset_code = torch.zeros_like(s, dtype=torch.bool).scatter_(-1, preset, True)  # (n, L, N)
     in_preset = (code.view_as(preset_code) == preset_code).all(-1)  # (n, L)
     to_stored = hamming(pack(code), editor.codes[:n])  # (n,): edit i against its own code
@@ -87,7 +86,7 @@ def report(editor: ELDER, records: list[EditRecord]) -> dict[str, Any]:
     nearest = {kind: min_hamming(pack(c), editor.codes) for kind, c in codes.items()}  # (n,)
     return {
         "n": n,
-        "labels": len({r.label for r in records}),
+        "labels": len({editor.label_of(r) for r in records}),
         "eps": cfg.eps,
         "distinct_codes": len({tuple(c.tolist()) for c in code}),
         "distinct_stored_codes": len({tuple(c.tolist()) for c in editor.codes[:n]}),
@@ -146,7 +145,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=None, help="first n edits (default: all)")
     args = parser.parse_args()
     editor, source = load_editor(args.run_dir, args.checkpoint)
-    records = build(OmegaConf.load(args.run_dir / "config.yaml").data).records
+    records = build(run_config(args.run_dir).data).records
     result = {
         "run_id": args.run_dir.name,
         "source": source,

@@ -30,8 +30,10 @@ from experiments.checkpoint import Checkpoints, lock_run, resume_config, support
 from experiments.data import EditStream
 from experiments.evaluation import (
     Curve,
+    Immediate,
     base_key,
     base_predictions,
+    eval_probes,
     evaluate_edited,
     prediction_rows,
 )
@@ -74,20 +76,15 @@ def seed_everything(seed: int) -> None:
 
 
 def check_lengths(stream: EditStream, model: LoadedModel) -> None:
-    """Every prompt + target must fit the model's context; fail naming the record."""
+    """Every probe's prompt + target must fit the model's context; fail naming the probe."""
     limit = model.max_length
-    for i, r in enumerate(stream.records):
-        for kind, prompt, target in (
-            ("edit", r.prompt, r.target),
-            ("rephrase", r.rephrase, r.target),
-            ("locality", r.loc_prompt, r.loc_target),
-        ):
-            p, t = split_ids(model.tokenizer, prompt, target)
+    for split, probes in eval_probes(stream).items():
+        for i, probe in enumerate(probes):
+            p, t = split_ids(model.tokenizer, probe.prompt, probe.target)
             if len(p) + len(t) > limit:
                 raise ValueError(
-                    f"{stream.name} record {i} ({kind}): prompt + target is "
-                    f"{len(p) + len(t)} tokens, over {model.name}'s context "
-                    f"of {limit}"
+                    f"{stream.name} {split} probe {i} (case {probe.case_id}): prompt + target "
+                    f"is {len(p) + len(t)} tokens, over {model.name}'s context of {limit}"
                 )
 
 
@@ -149,8 +146,13 @@ def run(cfg: DictConfig, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     done, edit_seconds = checkpoints.restore() if cfg.resume else (0, 0.0)
     curve = Curve(cfg.eval.get("every"), run_dir, model, bs)
     curve.restore(edits_done=len(stream.records[: done * stream.batch_size]))
+    immediate = Immediate(cfg.eval.get("immediate", False), run_dir, model, bs)
+    immediate.restore(batches_done=done)
     train_log = TrainLog(run_dir)
     train_log.restore(batches_done=done)
+
+    def not_editing() -> float:  # evaluation and checkpoint time inside the editing loop
+        return checkpoints.seconds + curve.seconds + immediate.seconds
 
     start = time.perf_counter()
     batches = stream.batches()
@@ -160,7 +162,8 @@ def run(cfg: DictConfig, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
         check_finite(stats, step + 1, checkpoints.last, run_dir)
         logger.log({f"train/{k}": v for k, v in stats.items()}, step=step)
         train_log.log(step, stats)
-        elapsed = edit_seconds + time.perf_counter() - start - checkpoints.seconds - curve.seconds
+        immediate.after_batch(editor, step, batches[step])
+        elapsed = edit_seconds + time.perf_counter() - start - not_editing()
         so_far = stream.records[: (step + 1) * stream.batch_size]
         last = step + 1 == len(batches)
         point = curve.after_batch(editor, so_far, step * stream.batch_size, last, elapsed)
@@ -169,12 +172,15 @@ def run(cfg: DictConfig, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
         checkpoints.after_batch(step + 1, elapsed)
         progress.update()
     progress.close()
-    edit_seconds += time.perf_counter() - start - checkpoints.seconds - curve.seconds
+    edit_seconds += time.perf_counter() - start - not_editing()
     if cfg.save:
         save(editor, run_dir / SAVED_DIR)
 
     by_machine = checkpoints.by_machine(len(batches), edit_seconds)
-    edited, result = evaluate_edited(editor, model, stream.records, bs, base, retention, run_dir)
+    edited, answers, result = evaluate_edited(
+        editor, model, stream, bs, base, retention, run_dir, cfg.eval.get("free_decoding", False)
+    )
+    result.update(immediate.results())
     row = {
         "run_id": run_id,
         "timestamp": stamp.isoformat(timespec="seconds"),
@@ -200,7 +206,7 @@ def run(cfg: DictConfig, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     write_json(run_dir / "metrics.json", row)
     write_jsonl(
         run_dir / "predictions.jsonl",
-        prediction_rows(stream.records, edited, base, model.tokenizer),
+        prediction_rows(stream, edited, base, model.tokenizer, answers),
     )
     append_row(Path(cfg.results_dir) / "runs.csv", row)
     logger.log({f"eval/{k}": v for k, v in result.items()}, step=len(batches))

@@ -27,7 +27,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from elder.saved import SAVED_DIR, check_inference_options, load, load_base
+from elder.saved import SAVED_DIR, check_inference_options, load, load_base, run_config
 from experiments.checkpoint import lock_run, read_base_eval
 from experiments.evaluation import (
     base_key,
@@ -67,7 +67,7 @@ def derive(source: str | Path, options: list[str], name: str | None = None) -> d
     if not (source / SAVED_DIR).is_dir():
         raise FileNotFoundError(f"{source} has no saved edits ('{SAVED_DIR}/'): save=true")
     changed = parse_options(options)
-    cfg = OmegaConf.load(source / "config.yaml")
+    cfg = run_config(source)
     unknown = sorted(set(changed) - set(cfg.method))
     if unknown:
         raise ValueError(f"{source}: the method's config has no field {', '.join(unknown)}")
@@ -104,7 +104,9 @@ def derive(source: str | Path, options: list[str], name: str | None = None) -> d
     overrides = [*kept, *(f"method.{k}={v}" for k, v in changed.items()), f"run_name={name}"]
     write_text(run_dir / "overrides.txt", shlex.join(overrides))
 
-    edited, result = evaluate_edited(editor, model, stream.records, bs, base, retention, run_dir)
+    edited, answers, result = evaluate_edited(
+        editor, model, stream, bs, base, retention, run_dir, cfg.eval.get("free_decoding", False)
+    )
     row = {
         "run_id": name,
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -118,7 +120,7 @@ def derive(source: str | Path, options: list[str], name: str | None = None) -> d
     write_json(run_dir / "metrics.json", row)
     write_jsonl(
         run_dir / "predictions.jsonl",
-        prediction_rows(stream.records, edited, base, model.tokenizer),
+        prediction_rows(stream, edited, base, model.tokenizer, answers),
     )
     append_row(Path(cfg.results_dir) / "runs.csv", row)
     lock.close()

@@ -128,7 +128,7 @@ def test_hard_routing_trains_through_the_preset_experts():
     records = _records(4)
     before = [copy.deepcopy(layer.lora_B.detach()) for layer in editor.layers]
     editor.edit(records)
-    preset = editor.allocations.batch([r.label for r in records])  # (B, L, k)
+    preset = editor.allocations.batch([editor.label_of(r) for r in records])  # (B, L, k)
     for layer_index, layer in enumerate(editor.layers):
         moved = (layer.lora_B.detach() != before[layer_index]).flatten(1).any(-1)  # (N,)
         used = torch.zeros(editor.config.N, dtype=torch.bool)

@@ -3,7 +3,8 @@
 They are reached as ``method._target_=tests.experiments.fakes.<Name>``, the way any method is.
 Stop points are "<batch>:<phase>" with batch 0-based and phase ``start`` (before the batch
 changes anything: between batches), ``middle`` (after half of the batch's iterations: the
-state is half-trained) or ``eval`` (the first forward of the final evaluation; batch ignored).
+state is half-trained) or ``eval`` (a forward of the final evaluation; batch ignored: the first
+forward after an edit is that batch's immediate evaluation, so it never stops there).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class PausingELDER(ELDER):
         self._batch = len(self.codes) // len(batch)  # batches edited so far (equal sizes)
         self._iteration = 0
         self._stop_if("start")
+        self._just_edited = True
         return super().edit(batch)
 
     def aux_loss(self, scores, preset):
@@ -41,7 +43,9 @@ class PausingELDER(ELDER):
         return super().aux_loss(scores, preset)
 
     def forward(self, enc):
-        self._stop_if("eval")
+        if not getattr(self, "_just_edited", False):
+            self._stop_if("eval")
+        self._just_edited = False
         return super().forward(enc)
 
     def _stop_if(self, phase: str) -> None:

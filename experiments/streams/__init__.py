@@ -1,0 +1,1 @@
+"""Edit streams and their readers, one module per data format."""

@@ -1,0 +1,79 @@
+"""Reading and checking data files: where a file is found, and each field it must have."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from elder.editor import EditRecord
+
+DATA_ENV = "ELDER_DATA_DIR"
+# Longest field accepted. zsRE and CounterFact fields are under 300 characters; a field far
+# longer is a broken file, and tokenizing megabytes would only delay the context-length error.
+MAX_FIELD_CHARS = 5000
+
+
+def data_file(path: str) -> Path:
+    """Resolve a data path: absolute, or relative to $ELDER_DATA_DIR; fail naming both."""
+    file = Path(path)
+    if not file.is_absolute():
+        root = os.environ.get(DATA_ENV)
+        if not root:
+            raise FileNotFoundError(
+                f"data file '{path}' is relative but ${DATA_ENV} is not set; "
+                f"point it at the data directory (see README, 'Data')"
+            )
+        file = Path(root) / path
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"data file '{path}' not found: looked for {file} "
+            f"(${DATA_ENV}={os.environ.get(DATA_ENV, '')!r})"
+        )
+    return file
+
+
+def read_json(file: Path) -> list[dict]:
+    try:
+        records = json.loads(file.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{file} is not valid JSON: {err}") from None
+    if not isinstance(records, list):
+        raise ValueError(f"{file} must hold a JSON list of records")
+    return records
+
+
+def field(record: dict, key: str, file: Path, index: int) -> str:
+    """A non-empty string field of a record, or a ValueError naming the file and the index."""
+    where = f"{file}: record {index}"
+    if not isinstance(record, dict):
+        raise ValueError(f"{where} is a {type(record).__name__}, not a JSON object")
+    value = record.get(key)
+    if value is None:
+        problem = "missing"
+    elif not isinstance(value, str):
+        problem = f"not a string ({type(value).__name__})"
+    elif not value.strip():
+        problem = "empty"
+    elif len(value) > MAX_FIELD_CHARS:
+        problem = f"{len(value)} characters long, over the limit of {MAX_FIELD_CHARS}"
+    else:
+        return value
+    raise ValueError(f"{where}: field '{key}' is {problem}")
+
+
+def case_id(record: dict, file: Path, index: int) -> int:
+    value = record.get("case_id") if isinstance(record, dict) else None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(
+            f"{file}: record {index}: field 'case_id' must be an integer, got {value!r}"
+        )
+    return value
+
+
+def take(records: list[EditRecord], n_edits: int, file: Path) -> list[EditRecord]:
+    if n_edits < 1:
+        raise ValueError(f"n_edits must be >= 1, got {n_edits}")
+    if n_edits > len(records):
+        raise ValueError(f"n_edits={n_edits} but {file} has only {len(records)} usable records")
+    return records[:n_edits]
