@@ -64,7 +64,8 @@ def test_usage_and_preset_match_count_the_routers_top_k():
     fixed = torch.tensor([[0.2, 0.1, 0.7], [0.1, 0.6, 0.3]])  # (L, N): experts 2 and 1 win
     editor.scores = lambda query: fixed.expand(len(query), -1, -1)  # whatever the input
     records = _records(4)
-    presets = editor.allocations.batch([editor.label_of(r) for r in records])[:, :, 0]  # (4, L), k=1
+    labels = [editor.label_of(r) for r in records]
+    presets = editor.allocations.batch(labels)[:, :, 0]  # (4, L), k=1
     preset_codes = pack(torch.nn.functional.one_hot(presets, 3).flatten(1).bool())  # (4, 1)
     editor.codes = torch.cat([preset_codes[:1], torch.zeros(3, 1, dtype=torch.uint8)])
     result = report(editor, records)

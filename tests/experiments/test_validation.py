@@ -114,7 +114,8 @@ def test_more_edits_than_the_data_has(tmp_path):
 def test_prompt_plus_target_longer_than_the_context(tmp_path):
     long = dict(GOOD, rephrase="Which university? " * 60)  # ~240 tokens, context 128
     path = _zsre_file(tmp_path, [GOOD, long, GOOD, GOOD])
-    with pytest.raises(ValueError, match=r"rephrase probe 1 \(case 1\).* over tiny_llama's context"):
+    too_long = r"rephrase probe 1 \(case 1\).* over tiny_llama's context"
+    with pytest.raises(ValueError, match=too_long):
         _run(tmp_path, f"data.path={path}")
 
 
