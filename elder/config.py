@@ -102,15 +102,12 @@ class ELDERConfig:
 def upgrade(config: dict) -> dict:
     """An ELDER config as read from a run folder, in today's keys and with its old meaning.
 
-    Before the reference's choices became options, a run had no ``query``, ``lora_init``,
-    ``optimizer`` or ``label`` key and ran as :data:`LEGACY` says; ``reset_optimizer: true``
-    meant a fresh Adam per batch without a schedule.
+    Before the reference's choices became options, a config had no ``optimizer`` key (nor
+    ``query``, ``lora_init``, ``label``) and ran as :data:`LEGACY` says, without a learning-rate
+    schedule; ``reset_optimizer: true`` meant a fresh Adam per batch.
     """
     config = dict(config)
-    if "reset_optimizer" in config:
-        reset = config.pop("reset_optimizer")
-        config.setdefault("optimizer", "per_batch" if reset else "stream")
-        config.setdefault("lr_step", 0)
-    for key, value in LEGACY.items():
-        config.setdefault(key, value)
-    return config
+    if "optimizer" in config:
+        return config  # written with today's keys
+    reset = config.pop("reset_optimizer", False)
+    return {**LEGACY, "lr_step": 0, **({"optimizer": "per_batch"} if reset else {}), **config}

@@ -134,11 +134,10 @@ def run_config(run_dir: str | Path):
     if not file.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run folder: it has no config.yaml")
     cfg = OmegaConf.load(file)
-    if cfg.get("method") is not None:
+    if cfg.get("method") is not None and cfg.method.get("_target_"):
         method = OmegaConf.to_container(cfg.method, resolve=False)
-        cfg.method = OmegaConf.create(
-            _editor_class(cfg.method._target_, file).upgrade_config(method)
-        )
+        upgraded = _editor_class(cfg.method._target_, file).upgrade_config(method)
+        cfg.method = OmegaConf.create(upgraded)
     return cfg
 
 

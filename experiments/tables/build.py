@@ -7,6 +7,7 @@ from pathlib import Path
 
 from experiments.tables.edit_tables import table1, table3, table4, table5
 from experiments.tables.figures import Figure, all_figures
+from experiments.tables.readings_table import readings_table
 from experiments.tables.render import Table, to_markdown, to_tex
 from experiments.tables.retention_tables import table2, table7_10
 from experiments.tables.routing_table import routing_table
@@ -23,6 +24,11 @@ BUILDERS: list[tuple[Callable[[list[Row], Path | None], Table], str]] = [
     (table4, "ELDER generalization with the guided loss, without it, with load balancing"),
     (table5, "ELDER over the paper's tried k, N, λ (edit metrics) and ε (test retention)"),
     (table7_10, "retention per general task, per dataset and model (paper Tables 7-10)"),
+    (
+        readings_table,
+        "not in the paper: each method's edits read teacher-forced, free-decoded and "
+        "immediately after their batch, with CounterFact's neighborhood score",
+    ),
     (
         routing_table,
         "not in the paper: how each ELDER run with a routing report routes its own edits "

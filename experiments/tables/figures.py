@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from experiments.tables.cells import latest_per_seed
-from experiments.tables.names import name
+from experiments.tables.names import ELDER_STUDY_BASE, name
 from experiments.tables.runs import Row, Spec, canonical, method_defaults, number
 
 matplotlib.use("Agg")  # files only, no display
@@ -131,7 +131,11 @@ def fig2(rows: list[Row], runs_dir: Path, out_dir: Path) -> Figure:
     """Reliability and extra parameters vs number of edits, GRACE vs ELDER."""
     model, data = SETTING
     result = Figure("fig2_scalability", "Figure 2: editing scalability of GRACE and ELDER")
-    found = {m: find_curves(rows, Spec.of(m, model, data), runs_dir) for m in ("grace", "elder")}
+    specs = {
+        "grace": Spec.of("grace", model, data),
+        "elder": Spec.of("elder", model, data, overrides=ELDER_STUDY_BASE),
+    }
+    found = {m: find_curves(rows, spec, runs_dir) for m, spec in specs.items()}
     command = f"python run.py -m method=grace,elder model={model} data={data} {CURVE_ARGS} seed=0,1"
     n_edits = max(n for n, _ in found.values())
     if not n_edits:
@@ -167,9 +171,9 @@ def fig3_overrides(layers: int) -> dict[str, str]:
     """
     defaults = method_defaults("elder")
     if canonical(layers) == defaults.get("L"):
-        return {}
+        return dict(ELDER_STUDY_BASE)
     eps = round(float(defaults["eps"]) * layers / float(defaults["L"]))
-    return {"method.L": str(layers), "method.eps": str(eps)}
+    return {**ELDER_STUDY_BASE, "method.L": str(layers), "method.eps": str(eps)}
 
 
 def fig3(rows: list[Row], runs_dir: Path, out_dir: Path) -> Figure:

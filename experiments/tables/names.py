@@ -7,9 +7,32 @@ PAPER_MODELS = ["gpt2_xl", "llama2_7b"]  # the models the ELDER paper reports
 DATASETS = ["zsre", "counterfact"]
 METHODS = ["ft_l", "lora", "rome", "melo", "grace", "lemoe", "elder"]  # the paper's row order
 N_EDITS = 1000  # the paper's main setting (1000 edits per stream)
+# Streams under the ELDER paper's own protocol (several phrasings of a fact edited under one
+# label, others held out), shown in Table 1 beside the strict streams.
+PAPER_PROTOCOL_DATASETS = ["counterfact_paper"]
+
+# ELDER's defaults before the reference's choices became options (issue #23): the values a run
+# folder without those keys is read with (elder.config.LEGACY). Its runs also routed from the
+# block of the first MoLoRA layer (SmolLM2: model.layers.elder.query_block=20).
+ELDER_LEGACY = {
+    "method.query": "residual",
+    "method.lora_init": "peft",
+    "method.optimizer": "stream",
+    "method.lr_step": "0",
+    "method.label": "target",
+}
+# The configuration that Tables 4-5 and Figs. 2-3 vary: every run of theirs predates #23.
+ELDER_STUDY_BASE = ELDER_LEGACY
+# The rows of the method tables (1, 2, 3, 7-10): (method, display name, overrides).
+METHOD_ROWS = [(m, m, {}) for m in METHODS] + [("elder", "elder_legacy", ELDER_LEGACY)]
 
 MODEL_NAMES = {"smollm2_135m": "SmolLM2-135M", "gpt2_xl": "GPT2-XL", "llama2_7b": "LLaMA2-7B"}
-DATA_NAMES = {"zsre": "ZsRE", "counterfact": "CounterFact"}
+DATA_NAMES = {
+    "zsre": "ZsRE",
+    "counterfact": "CounterFact",
+    "counterfact_paper": "CounterFact (paper protocol)",
+    "zsre_balanced": "ZsRE (MELO's balanced protocol)",
+}
 METHOD_NAMES = {
     "base": "Base",
     "ft_l": "FT-L",
@@ -19,6 +42,7 @@ METHOD_NAMES = {
     "grace": "GRACE",
     "lemoe": "LEMoE",
     "elder": "ELDER",
+    "elder_legacy": "ELDER (pre-#23 defaults)",
 }
 TASK_NAMES = {
     "rte": "RTE",

@@ -8,7 +8,7 @@ from experiments.tables import paper
 from experiments.tables.cells import Collector
 from experiments.tables.names import (
     DATASETS,
-    METHODS,
+    METHOD_ROWS,
     MODELS,
     N_EDITS,
     PAPER_MODELS,
@@ -53,17 +53,17 @@ def table2(rows: list[Row], runs_dir: Path | None = None) -> Table:
             if model in PAPER_MODELS:
                 header.append(f"{name(data)} · {name(model)} (paper)")
     body = []
-    for method in ["base", *METHODS]:
-        row: list[Num | str] = [name(method)]
+    for method, label, extra in [("base", "base", {}), *METHOD_ROWS]:
+        row: list[Num | str] = [name(label)]
         for data in DATASETS:
             for model in MODELS:
                 if method == "base":
                     row.append(c.cell(_base(model, data), "base_retention", digits=1))
                 else:
-                    spec = Spec.of(method, model, data, full=True)
+                    spec = Spec.of(method, model, data, full=True, overrides=extra)
                     row.append(c.cell(spec, "retention", digits=1))
                 if model in PAPER_MODELS:
-                    row.append(paper.cell("table2", data, model, method, digits=1))
+                    row.append(paper.cell("table2", data, model, label, digits=1))
         body.append(row)
     return Table(
         name="table2",
@@ -85,19 +85,19 @@ def table7_10(rows: list[Row], runs_dir: Path | None = None) -> Table:
         for model in MODELS:
             number = PAPER_TASK_TABLE.get((data, model))
             body = []
-            for method in ["base", *METHODS]:
+            for method, key, extra in [("base", "base", {}), *METHOD_ROWS]:
                 if method == "base":
                     spec, prefix, avg = _base(model, data), "base_retention_", "base_retention"
                 else:
-                    spec = Spec.of(method, model, data, full=True)
+                    spec = Spec.of(method, model, data, full=True, overrides=extra)
                     prefix, avg = "retention_", "retention"
                 ours = [c.cell(spec, prefix + t, digits=1) for t in task_list]
-                label = name(method) + (" (ours)" if number else "")
+                label = name(key) + (" (ours)" if number else "")
                 body.append([label, *ours, c.cell(spec, avg, digits=1)])
                 if number:
-                    theirs = [paper.task_cell(data, model, method, t) for t in task_list]
-                    avg_paper = paper.task_cell(data, model, method, "avg")
-                    body.append([f"{name(method)} (paper)", *theirs, avg_paper])
+                    theirs = [paper.task_cell(data, model, key, t) for t in task_list]
+                    avg_paper = paper.task_cell(data, model, key, "avg")
+                    body.append([f"{name(key)} (paper)", *theirs, avg_paper])
             label = f"{name(data)} · {name(model)}"
             blocks.append(Block(label + (f" (paper: Table {number})" if number else ""), body))
     return Table(

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from omegaconf import OmegaConf
 
+from elder.saved import run_config
 from experiments.retention.prompts import PROMPT_VERSION
 from experiments.tables.names import N_EDITS, name
 
@@ -120,13 +122,16 @@ def normalize(overrides: dict[str, str], method: str) -> dict[str, str]:
 
 
 def config_variant(run_dir: Path, method: str) -> dict[str, str]:
-    """A resumed run's variant, read off its ``config.yaml``: method keys off their default.
+    """A run's variant, read off its ``config.yaml``: method keys off their default.
 
-    A resumed row records only the resume command's overrides, so the run folder is the truth.
+    The run folder is the truth: a resumed row records only the resume command's overrides,
+    and a run made before an option existed ran with the value its config is upgraded to
+    (``elder.saved.run_config``), which may not be today's default.
     """
-    file = run_dir / "config.yaml"
-    cfg = yaml.safe_load(file.read_text()) if file.is_file() else None
-    section = (cfg or {}).get("method") or {}
+    if not (run_dir / "config.yaml").is_file():
+        return {}
+    cfg = OmegaConf.to_container(run_config(run_dir), resolve=False)
+    section = cfg.get("method") or {}
     defaults = method_defaults(method)
     return {
         f"method.{k}": canonical(v)
@@ -143,9 +148,8 @@ def row_variant(row: Row, runs_dir: Path | None = None) -> dict[str, str]:
 
 @functools.lru_cache(maxsize=65536)  # every cell looks at every row: parse each row once
 def _variant(overrides: str, method: str, run_dir: Path | None) -> tuple[tuple[str, str], ...]:
-    raw = parse_overrides(overrides)
-    variant = normalize(raw, method)
-    if "resume" in raw and run_dir is not None:
+    variant = normalize(parse_overrides(overrides), method)
+    if run_dir is not None:
         variant = {**config_variant(run_dir, method), **variant}
     return tuple(sorted(variant.items()))
 

@@ -12,12 +12,15 @@ from pathlib import Path
 from experiments.retention.prompts import PROMPT_VERSION
 from experiments.tables.edit_tables import table1, table3, table5
 from experiments.tables.figures import all_figures, fig3_overrides
+from experiments.tables.names import ELDER_STUDY_BASE
 from experiments.tables.render import MISSING, Num, to_markdown, to_tex
 from experiments.tables.retention_tables import table2
 from experiments.tables.routing_table import routing_table
 from experiments.tables.runs import read_runs
 
 ROOT = Path(__file__).resolve().parents[2]
+# The ELDER configuration that Tables 4-5 and Figs. 2-3 vary (its pre-#23 defaults).
+STUDY = " ".join(f"{k}={v}" for k, v in ELDER_STUDY_BASE.items())
 PNG = b"\x89PNG"
 
 
@@ -95,15 +98,21 @@ def test_a_row_with_a_variant_override_does_not_fill_the_default_cell(tmp_path):
 
 def test_an_override_at_its_default_value_is_the_default_run(tmp_path):
     rows = read_runs(write_runs(tmp_path, [row("k2", overrides="+sweep=table5_k method.k=2")]))
-    block = "ZsRE · SmolLM2-135M · k"
-    assert cell(table5(rows), block, "k=2 (default)", 2) == Num(40.0)
     assert cell(table1(rows), "ZsRE · SmolLM2-135M", "ELDER", 2) == Num(40.0)
+
+
+def test_table5_varies_the_study_configuration_and_its_default_row_is_that_run(tmp_path):
+    overrides = f"+sweep=table5_k method.k=2 {STUDY}"
+    rows = read_runs(write_runs(tmp_path, [row("k2", overrides=overrides)]))
+    assert cell(table5(rows), "ZsRE · SmolLM2-135M · k", "k=2 (default)", 2) == Num(40.0)
+    legacy = cell(table1(rows), "ZsRE · SmolLM2-135M", "ELDER (pre-#23 defaults)", 2)
+    assert legacy == Num(40.0)
 
 
 def test_a_sweep_value_without_enough_allocations_for_1000_labels_is_na_with_its_reason(
     tmp_path,
 ):
-    rows = read_runs(write_runs(tmp_path, [row("k4", overrides="method.k=4 method.N=8")]))
+    rows = read_runs(write_runs(tmp_path, [row("k4", overrides=f"method.k=4 method.N=8 {STUDY}")]))
     table = table5(rows)
     # k=4 at the default N=4 leaves C(4,4)^6 = 1 allocation: its row is the run at N=8.
     assert cell(table, "ZsRE · SmolLM2-135M · k", "k=4, N=8", 2) == Num(40.0)
@@ -114,10 +123,10 @@ def test_a_sweep_value_without_enough_allocations_for_1000_labels_is_na_with_its
 
 
 def test_a_sweep_run_on_a_shorter_stream_adds_no_table5_setting(tmp_path):
-    rows = [row("lam1", data="counterfact", n_edits=200, overrides="method.lam=1")]
+    rows = [row("lam1", data="counterfact", n_edits=200, overrides=f"method.lam=1 {STUDY}")]
     table = table5(read_runs(write_runs(tmp_path, rows)))
     assert not any(block.label.startswith("CounterFact") for block in table.blocks)
-    rows = [row("lam1", data="counterfact", overrides="method.lam=1")]
+    rows = [row("lam1", data="counterfact", overrides=f"method.lam=1 {STUDY}")]
     table = table5(read_runs(write_runs(tmp_path, rows)))
     assert cell(table, "CounterFact · SmolLM2-135M · λ", "λ=1", 1) == Num(50.0)
 
@@ -197,8 +206,8 @@ def curve_results(results: Path) -> Path:
     kw = {"model": "smollm2_135m", "data": "counterfact", "n_edits": 400}
     rows = [
         row("grace0", method="grace", **kw, overrides="eval.every=100 data.n_edits=400"),
-        row("elder0", seed=0, **kw, overrides="eval.every=100"),
-        row("elder1", seed=1, **kw, overrides="eval.every=100"),
+        row("elder0", seed=0, **kw, overrides=f"eval.every=100 {STUDY}"),
+        row("elder1", seed=1, **kw, overrides=f"eval.every=100 {STUDY}"),
     ]
     write_runs(results, rows)
     write_curve(results, "grace0", [1.0, 0.9, 0.8, 0.7])
@@ -229,18 +238,18 @@ def test_a_figure_short_of_the_papers_stream_or_seeds_says_so_and_names_the_full
         "data.n_edits=4000 eval.every=100 seed=0,1"
     ]
     assert "no curve: L=4, L=8" in fig3.note
-    assert fig3.missing[0].endswith("eval.every=100 method.L=4 method.eps=8")
+    assert fig3.missing[0].endswith("method.L=4 method.eps=8")
     assert len(fig3.missing) == 3  # every L again on the paper's stream, the default L too
 
 
 def test_figure_3_varies_l_with_eps_at_the_defaults_share_of_the_code_bits(tmp_path):
-    assert fig3_overrides(6) == {}
-    assert fig3_overrides(2) == {"method.L": "2", "method.eps": "4"}
-    assert fig3_overrides(8) == {"method.L": "8", "method.eps": "16"}
+    assert fig3_overrides(6) == ELDER_STUDY_BASE
+    assert fig3_overrides(2) == {**ELDER_STUDY_BASE, "method.L": "2", "method.eps": "4"}
+    assert fig3_overrides(8) == {**ELDER_STUDY_BASE, "method.L": "8", "method.eps": "16"}
     kw = {"model": "smollm2_135m", "data": "counterfact", "n_edits": 400}
     rows = [
-        row("l8_eps16", **kw, overrides="method.L=8 method.eps=16"),
-        row("l4_eps12", **kw, overrides="method.L=4"),  # ε of L=6: not a Figure 3 run
+        row("l8_eps16", **kw, overrides=f"method.L=8 method.eps=16 {STUDY}"),
+        row("l4_eps12", **kw, overrides=f"method.L=4 {STUDY}"),  # ε of L=6: not a Figure 3 run
     ]
     write_runs(tmp_path, rows)
     write_curve(tmp_path, "l8_eps16", [0.9, 0.8])
@@ -253,7 +262,7 @@ def test_a_curve_on_a_shorter_stream_is_not_drawn_beside_a_longer_one(tmp_path):
     kw = {"model": "smollm2_135m", "data": "counterfact"}
     rows = [
         row("grace200", method="grace", n_edits=200, **kw),
-        row("elder400", n_edits=400, **kw),
+        row("elder400", n_edits=400, **kw, overrides=STUDY),
     ]
     write_runs(tmp_path, rows)
     write_curve(tmp_path, "grace200", [1.0, 1.0])
@@ -265,10 +274,10 @@ def test_a_curve_on_a_shorter_stream_is_not_drawn_beside_a_longer_one(tmp_path):
 def test_figure_3_draws_the_stream_where_most_values_of_l_have_a_curve(tmp_path):
     kw = {"model": "smollm2_135m", "data": "counterfact"}
     rows = [
-        row("l4_200", n_edits=200, **kw, overrides="method.L=4 method.eps=8"),
-        row("l6_200", n_edits=200, **kw),
-        row("l8_200", n_edits=200, **kw, overrides="method.L=8 method.eps=16"),
-        row("l6_4000", n_edits=4000, **kw),  # the default L alone on the paper's stream
+        row("l4_200", n_edits=200, **kw, overrides=f"method.L=4 method.eps=8 {STUDY}"),
+        row("l6_200", n_edits=200, **kw, overrides=STUDY),
+        row("l8_200", n_edits=200, **kw, overrides=f"method.L=8 method.eps=16 {STUDY}"),
+        row("l6_4000", n_edits=4000, **kw, overrides=STUDY),  # the default L alone, 4000 edits
     ]
     write_runs(tmp_path, rows)
     for run_id in ("l4_200", "l6_200", "l8_200"):
@@ -277,7 +286,7 @@ def test_figure_3_draws_the_stream_where_most_values_of_l_have_a_curve(tmp_path)
     fig3 = all_figures(read_runs(tmp_path / "runs.csv"), tmp_path)[1]
     assert sorted(fig3.runs) == ["l4_200", "l6_200", "l8_200"]
     assert "stream of 200 edits (the paper's: 4000)" in fig3.note
-    assert [m.split("eval.every=100")[1] for m in fig3.missing] == [
+    assert [m.split(f"eval.every=100 {STUDY}")[1] for m in fig3.missing] == [
         " method.L=4 method.eps=8",
         " method.L=8 method.eps=16",
     ]  # the default L has its 4000-edit curve
@@ -351,3 +360,25 @@ def test_the_routing_table_has_a_row_per_elder_run_with_a_routing_report(tmp_pat
     assert line[:4] == ["with", "lam=1.0", "200 (132)", "198"]
     assert line[5] == Num(2.5, digits=1)
     assert table.runs == {"CounterFact · SmolLM2-135M": ["with"]}
+
+
+def test_a_run_made_before_elders_reference_defaults_fills_the_legacy_row_only(tmp_path):
+    folder = tmp_path / "runs" / "old"
+    folder.mkdir(parents=True)
+    old_config = "method:\n  _target_: elder.ELDER\n  lr: 0.0001\n  reset_optimizer: false\n"
+    (folder / "config.yaml").write_text(old_config)
+    rows = read_runs(write_runs(tmp_path, [row("old")]))
+    table = table1(rows, tmp_path / "runs")
+    assert cell(table, "ZsRE · SmolLM2-135M", "ELDER", 1) == MISSING
+    assert cell(table, "ZsRE · SmolLM2-135M", "ELDER (pre-#23 defaults)", 1) == Num(50.0)
+
+
+def test_a_run_with_the_reference_defaults_fills_the_elder_row_only(tmp_path):
+    folder = tmp_path / "runs" / "new"
+    folder.mkdir(parents=True)
+    new_config = "method:\n  _target_: elder.ELDER\n  query: fc_input\n  optimizer: per_batch\n"
+    (folder / "config.yaml").write_text(new_config)
+    rows = read_runs(write_runs(tmp_path, [row("new")]))
+    table = table1(rows, tmp_path / "runs")
+    assert cell(table, "ZsRE · SmolLM2-135M", "ELDER", 1) == Num(50.0)
+    assert cell(table, "ZsRE · SmolLM2-135M", "ELDER (pre-#23 defaults)", 1) == MISSING
