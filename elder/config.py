@@ -82,6 +82,7 @@ class ELDERConfig:
                 f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}",
             ),
             (self.lr_step >= 0, f"lr_step must be >= 0, got {self.lr_step}"),
+            (0 < self.lr_gamma <= 1, f"lr_gamma must be in (0, 1], got {self.lr_gamma}"),
             (self.label in LABELS, f"label must be one of {LABELS}, got {self.label!r}"),
             ("{}" in self.layer_pattern, f"layer_pattern needs a '{{}}': {self.layer_pattern!r}"),
         ]
@@ -103,11 +104,13 @@ def upgrade(config: dict) -> dict:
     """An ELDER config as read from a run folder, in today's keys and with its old meaning.
 
     Before the reference's choices became options, a config had no ``optimizer`` key (nor
-    ``query``, ``lora_init``, ``label``) and ran as :data:`LEGACY` says, without a learning-rate
-    schedule; ``reset_optimizer: true`` meant a fresh Adam per batch.
+    ``query``, ``lora_init``, ``label``) and ran as :data:`LEGACY` says (``stream``: one Adam
+    at a constant lr, ``lr_step`` unused); ``reset_optimizer: true`` meant a fresh Adam per
+    batch without a schedule.
     """
     config = dict(config)
     if "optimizer" in config:
         return config  # written with today's keys
-    reset = config.pop("reset_optimizer", False)
-    return {**LEGACY, "lr_step": 0, **({"optimizer": "per_batch"} if reset else {}), **config}
+    if config.pop("reset_optimizer", False):
+        config = {"optimizer": "per_batch", "lr_step": 0, **config}
+    return {**LEGACY, **config}

@@ -268,7 +268,7 @@ class ELDER(Editor):
 
     def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         """Restore :meth:`state` into an editor built with the same structural config."""
-        mine, theirs = asdict(self.config), meta["config"]
+        mine, theirs = asdict(self.config), upgrade(meta["config"])  # as written then
         structural = ("layer_pattern", "first_layer", "query_block", "query", "L", "N", "k", "r")
         differ = [
             f"{k}={theirs.get(k)!r} (here {mine[k]!r})"

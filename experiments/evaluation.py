@@ -253,6 +253,8 @@ class Immediate:
             return {}
         rows = [json.loads(line) for line in self.file.read_text().splitlines() if line]
         n = sum(r["edits"] for r in rows)
+        if not n:
+            return {}
         return {
             "reliability_immediate": sum(r["exact"] for r in rows) / n,
             "reliability_immediate_tok": sum(r["token_acc"] for r in rows) / n,

@@ -18,7 +18,6 @@ ELDER_LEGACY = {
     "method.query": "residual",
     "method.lora_init": "peft",
     "method.optimizer": "stream",
-    "method.lr_step": "0",
     "method.label": "target",
 }
 # The configuration that Tables 4-5 and Figs. 2-3 vary: every run of theirs predates #23.

@@ -224,6 +224,7 @@ class Spec:
         if self.n_edits != N_EDITS:
             parts.append(f"data.n_edits={self.n_edits}")
         parts += [f"{k}={v}" for k, v in self.overrides]
+        parts += _pinned_args(self.method, self.model, dict(self.overrides))
         if self.full:
             parts.append("eval=full")
         return " ".join(parts)
@@ -235,6 +236,22 @@ class Spec:
         if self.n_edits != N_EDITS:
             parts.append(f"{self.n_edits} edits")
         parts += [f"{k}={v}" for k, v in self.overrides]
+        parts += _pinned_args(self.method, self.model, dict(self.overrides))
         if self.full:
             parts.append("eval=full")
         return " · ".join(parts)
+
+
+def _pinned_args(method: str | None, model: str, overrides: dict[str, str]) -> list[str]:
+    """What a cell's command needs beyond its overrides to make the cell's configuration.
+
+    Every ELDER run with ``method.query=residual`` predates issue #23 and routed from the first
+    MoLoRA block; today's model configs put ``query_block`` one block lower (README, "ELDER's
+    options"), so the command pins it. ``query_block`` is interpolated from the model config
+    and so is not part of a row's variant: a residual run from another block would share the
+    cell, and none exists.
+    """
+    if method != "elder" or overrides.get("method.query") != "residual":
+        return []
+    first = ((conf_value(f"model/{model}.yaml", "layers") or {}).get("elder") or {}).get("first")
+    return [] if first is None else [f"model.layers.elder.query_block={first}"]

@@ -126,9 +126,8 @@ def test_a_config_from_before_the_options_reads_with_the_values_it_ran_with():
     old = {"layer_pattern": "x.{}", "first_layer": 2, "reset_optimizer": False, "lr": 1e-4}
     new = upgrade(old)
     assert {k: new[k] for k in LEGACY} == LEGACY
-    assert new["lr_step"] == 0  # one Adam, constant lr
     assert "reset_optimizer" not in new
-    assert upgrade({"first_layer": 2})["lr_step"] == 0  # the earliest configs had no such key
+    assert upgrade({"first_layer": 2})["query"] == "residual"  # the earliest had no such key
     assert upgrade({**old, "reset_optimizer": True})["optimizer"] == "per_batch"
     assert upgrade({**old, "reset_optimizer": True})["lr_step"] == 0  # no schedule then
 
@@ -145,3 +144,15 @@ def test_a_config_with_todays_keys_is_not_changed():
 
 def test_upgrade_is_what_elder_reads_a_run_folder_with():
     assert ELDER.upgrade_config({"a": 1}) == upgrade({"a": 1})
+
+
+def test_a_state_saved_before_the_options_loads_into_its_upgraded_editor():
+    old = {"query": "residual", "query_block": 2, "lora_init": "peft", "optimizer": "stream"}
+    editor = _elder(tiny("llama"), **old, label="target")
+    tensors, meta = editor.state()
+    for key in ("query", "lora_init", "optimizer", "label", "lr_step", "lr_gamma"):
+        del meta["config"][key]
+    meta["config"]["reset_optimizer"] = False  # as a pre-#23 run wrote it
+    fresh = _elder(tiny("llama"), **old, label="target")
+    fresh.load_state(tensors, meta)
+    assert torch.equal(fresh.layers[0].router.weight, editor.layers[0].router.weight)
