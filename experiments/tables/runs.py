@@ -253,5 +253,7 @@ def _pinned_args(method: str | None, model: str, overrides: dict[str, str]) -> l
     """
     if method != "elder" or overrides.get("method.query") != "residual":
         return []
+    if "model.layers.elder.query_block" in overrides:
+        return []
     first = ((conf_value(f"model/{model}.yaml", "layers") or {}).get("elder") or {}).get("first")
     return [] if first is None else [f"model.layers.elder.query_block={first}"]

@@ -13,6 +13,7 @@ from experiments.retention.prompts import PROMPT_VERSION
 from experiments.tables.edit_tables import table1, table3, table5
 from experiments.tables.figures import all_figures, fig3_overrides
 from experiments.tables.names import ELDER_STUDY_BASE
+from experiments.tables.options_table import options_table
 from experiments.tables.render import MISSING, Num, to_markdown, to_tex
 from experiments.tables.retention_tables import table2
 from experiments.tables.routing_table import routing_table
@@ -382,3 +383,21 @@ def test_a_run_with_the_reference_defaults_fills_the_elder_row_only(tmp_path):
     table = table1(rows, tmp_path / "runs")
     assert cell(table, "ZsRE · SmolLM2-135M", "ELDER", 1) == Num(50.0)
     assert cell(table, "ZsRE · SmolLM2-135M", "ELDER (pre-#23 defaults)", 1) == MISSING
+
+
+def test_the_options_table_switches_one_option_at_a_time_from_the_pre_23_defaults(tmp_path):
+    pre = (
+        "method.query=residual model.layers.elder.query_block=20 method.lora_init=peft "
+        "method.optimizer=stream method.label=target"
+    )
+    init = pre.replace(" method.lora_init=peft", "")
+    rows = [
+        row("pre", n_edits=40, overrides=pre, reliability=0.1),
+        row("init", n_edits=40, overrides=init, reliability=0.2),
+        row("today", n_edits=40, reliability=0.3),
+    ]
+    table = options_table(read_runs(write_runs(tmp_path, rows)))
+    assert cell(table, "", "pre-#23 defaults", 1) == Num(10.0)
+    assert cell(table, "", "pre-#23, lora_init = reference", 1) == Num(20.0)
+    assert cell(table, "", "all four = reference (today's defaults)", 1) == Num(30.0)
+    assert cell(table, "", "pre-#23, query = reference", 1) == MISSING
