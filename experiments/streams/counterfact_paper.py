@@ -20,24 +20,10 @@ import random
 from pathlib import Path
 
 from elder.editor import EditRecord
-from experiments.streams.files import MAX_FIELD_CHARS, case_id, data_file, field, read_json
+from experiments.streams.files import case_id, data_file, field, read_json, strings
 from experiments.streams.stream import Probe, Probes
 
 EDITS_PER_CASE = 2  # the requested prompt and the first paraphrase
-
-
-def _strings(case: dict, key: str, n: int, file: Path, index: int) -> list[str]:
-    """At least ``n`` non-empty strings under ``key``, or a ValueError naming the record."""
-    value = case.get(key)
-    ok = isinstance(value, list) and all(
-        isinstance(v, str) and v.strip() and len(v) <= MAX_FIELD_CHARS for v in value
-    )
-    if not ok or len(value) < n:
-        raise ValueError(
-            f"{file}: record {index}: field '{key}' must be a list of at least {n} non-empty "
-            f"strings, got {value!r:.80}"
-        )
-    return value
 
 
 def _case(case: dict, file: Path, index: int) -> tuple[list[EditRecord], Probes]:
@@ -55,8 +41,9 @@ def _case(case: dict, file: Path, index: int) -> tuple[list[EditRecord], Probes]
     )
     target_new = field(new, "str", file, index)
     target_true = field(true, "str", file, index)
-    paraphrases = _strings(case, "paraphrase_prompts", 2, file, index)
-    neighbours = _strings(case, "neighborhood_prompts", 1, file, index)
+    where = f"{file}: record {index}: field"
+    paraphrases = strings(case.get("paraphrase_prompts"), f"{where} 'paraphrase_prompts'", 2)
+    neighbours = strings(case.get("neighborhood_prompts"), f"{where} 'neighborhood_prompts'", 1)
     cid = case_id(case, file, index)
     edits = [
         EditRecord(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from elder.editor import EditRecord
 
@@ -33,14 +34,26 @@ def data_file(path: str) -> Path:
     return file
 
 
-def read_json(file: Path) -> list[dict]:
+def read_json(file: Path, shape: type = list, what: str = "a JSON list of records") -> Any:
+    """The file's JSON, which must be a ``shape``; a ValueError naming the file otherwise."""
     try:
-        records = json.loads(file.read_text())
+        content = json.loads(file.read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"{file} is not valid JSON: {err}") from None
-    if not isinstance(records, list):
-        raise ValueError(f"{file} must hold a JSON list of records")
-    return records
+    if not isinstance(content, shape):
+        raise ValueError(f"{file} must hold {what}")
+    return content
+
+
+def strings(value: object, what: str, at_least: int = 0) -> list[str]:
+    """``value`` as a list of (at least ``at_least``) non-empty strings, or a ValueError."""
+    ok = isinstance(value, list) and all(
+        isinstance(v, str) and v.strip() and len(v) <= MAX_FIELD_CHARS for v in value
+    )
+    if not ok or len(value) < at_least:
+        size = f"at least {at_least} " if at_least else ""
+        raise ValueError(f"{what} must be a list of {size}non-empty strings, got {value!r:.80}")
+    return value
 
 
 def field(record: dict, key: str, file: Path, index: int) -> str:

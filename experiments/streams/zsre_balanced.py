@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from elder.editor import EditRecord
-from experiments.streams.files import MAX_FIELD_CHARS, data_file, field, read_json
+from experiments.streams.files import data_file, field, read_json, strings
 from experiments.streams.stream import Probe, Probes
 
 
@@ -43,15 +43,6 @@ def _records(file: Path) -> list:
     return records
 
 
-def _strings(value: object, what: str) -> list[str]:
-    """``value`` as a list of non-empty strings, or a ValueError naming ``what``."""
-    if not isinstance(value, list) or not all(
-        isinstance(v, str) and v.strip() and len(v) <= MAX_FIELD_CHARS for v in value
-    ):
-        raise ValueError(f"{what} must be a list of non-empty strings, got {value!r:.80}")
-    return value
-
-
 def _fact(record: object, file: Path, index: int) -> tuple[str, str, list[str]]:
     """A record's question, answer and rephrases."""
     question = field(record, "input", file, index)  # also checks that it is an object
@@ -63,19 +54,14 @@ def _fact(record: object, file: Path, index: int) -> tuple[str, str, list[str]]:
         )
     answer = field(output[0], "answer", file, index)
     where = f"{file}: record {index}: field 'filtered_rephrases'"
-    return question, answer, _strings(record.get("filtered_rephrases"), where)
+    return question, answer, strings(record.get("filtered_rephrases"), where)
 
 
 def _locality(file: Path, n_locality: int) -> list[Probe]:
     """The first ``n_locality`` NQ pairs of ``{"questions": [...], "answers": [...]}``."""
-    try:
-        nq = json.loads(file.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{file} is not valid JSON: {err}") from None
-    if not isinstance(nq, dict):
-        raise ValueError(f"{file} must hold an object with 'questions' and 'answers' lists")
+    nq = read_json(file, dict, "an object with 'questions' and 'answers' lists")
     questions, answers = (
-        _strings(nq.get(k), f"{file}: field '{k}'") for k in ("questions", "answers")
+        strings(nq.get(k), f"{file}: field '{k}'") for k in ("questions", "answers")
     )
     if len(questions) != len(answers):
         raise ValueError(f"{file}: {len(questions)} questions but {len(answers)} answers")
