@@ -33,6 +33,7 @@ COLUMNS = [
     ("reliability_immediate_tok", "Rel. immediate tok"),
     ("generalization", "Gen."),
     ("locality", "Loc."),
+    ("reliability_gen_prefix", "Rel. gen prefix"),
     ("s_per_edit", "s/edit"),
 ]
 
@@ -44,6 +45,7 @@ def _rows() -> list[tuple[str, dict[str, str]]]:
             (f"pre-#23, {option} = reference", {k: v for k, v in PRE.items() if k not in keys})
         )
     rows.append(("all four = reference (today's defaults)", {}))
+    rows.append(("today's defaults, lr 1e-2 (MELO's)", {"method.lr": "1e-2"}))
     return rows
 
 
