@@ -18,6 +18,7 @@ from experiments import metrics as M
 from experiments.data import EditStream, Probe, Probes
 from experiments.free_decoding import Generations, decode, decoding_metrics
 from experiments.results import keep_jsonl
+from experiments.streams.stream import edit_probes
 
 DESCRIPTIONS = {
     "edit": "edit prompts",
@@ -197,7 +198,7 @@ class Curve:
         if not self.every or (done // self.every == before // self.every and not last):
             return None
         start = time.perf_counter()
-        probes = {"edit": [Probe(r.prompt, r.target, r.case_id) for r in records]}
+        probes = {"edit": edit_probes(records)}
         preds = evaluate(editor.forward, self.model, probes, self.bs)["edit"]
         point = {
             "edits": done,
@@ -235,7 +236,7 @@ class Immediate:
         if not self.on:
             return
         start = time.perf_counter()
-        probes = {"edit": [Probe(r.prompt, r.target, r.case_id) for r in batch]}
+        probes = {"edit": edit_probes(batch)}
         preds = evaluate(editor.forward, self.model, probes, self.bs)["edit"]
         row = {
             "batch": step,

@@ -22,10 +22,15 @@ class Probe:
 Probes = dict[str, list[Probe]]  # split ("edit", "rephrase", "locality") -> probes
 
 
+def edit_probes(records: list[EditRecord]) -> list[Probe]:
+    """Each record's own edit prompt and target."""
+    return [Probe(r.prompt, r.target, r.case_id) for r in records]
+
+
 def record_probes(records: list[EditRecord]) -> Probes:
     """Each record probed by its own prompt, rephrase and locality prompt."""
     return {
-        "edit": [Probe(r.prompt, r.target, r.case_id) for r in records],
+        "edit": edit_probes(records),
         "rephrase": [Probe(r.rephrase, r.target, r.case_id) for r in records],
         "locality": [Probe(r.loc_prompt, r.loc_target, r.case_id) for r in records],
     }
