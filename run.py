@@ -1,8 +1,9 @@
 """Run one experiment: `python run.py method=elder model=llama2_7b data=zsre`.
 
 Sweeps: `python run.py -m method.k=1,2,3`. Resume a killed run: `python run.py resume=<run
-folder>`. See conf/ for every option. Bad input ends with one line on stderr and exit code 2
-(set ELDER_TRACEBACK=1 for the traceback).
+folder>`. See conf/ for every option. Bad input, from a mistyped override to a missing data
+file, ends with one `error:` line on stderr and exit code 2 before any work is done (set
+ELDER_TRACEBACK=1 for the traceback).
 """
 
 import os
@@ -10,33 +11,47 @@ import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
+import experiments.configs  # noqa: F401  (stores the schemas Hydra composes against)
 from experiments.runner import run
+
+SHOWN = (
+    "reliability",
+    "generalization",
+    "locality",
+    "reliability_tok",
+    "generalization_tok",
+    "retention",
+    "agreement",
+    "s_per_edit",
+    "extra_params",
+)
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    try:
-        row = run(cfg, overrides=tuple(HydraConfig.get().overrides.task))
-    except (ValueError, FileNotFoundError) as err:
-        if os.environ.get("ELDER_TRACEBACK"):
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    shown = (
-        "reliability",
-        "generalization",
-        "locality",
-        "reliability_tok",
-        "generalization_tok",
-        "retention",
-        "agreement",
-        "s_per_edit",
-        "extra_params",
-    )
-    print("  ".join(f"{k}={row[k]}" for k in shown if k in row), f"\nrun: {row['run_id']}")
+    row = run(cfg, overrides=tuple(HydraConfig.get().overrides.task))
+    print("  ".join(f"{k}={row[k]}" for k in SHOWN if k in row), f"\nrun: {row['run_id']}")
+
+
+def message(err: BaseException) -> str:
+    """One line for a bad input: Hydra's own words, and OmegaConf's reason where it has one."""
+    cause = err.__cause__
+    lines = [str(err).splitlines()[0].rstrip(".")] if str(err) else [type(err).__name__]
+    if isinstance(cause, OmegaConfBaseException):
+        lines.append(str(cause).splitlines()[0])
+    return ": ".join(lines)
 
 
 if __name__ == "__main__":
-    main()
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # errors reach the handler below, not Hydra's printer
+    try:
+        main()
+    except (ValueError, FileNotFoundError, HydraException, OmegaConfBaseException) as err:
+        if os.environ.get("ELDER_TRACEBACK"):
+            raise
+        print(f"error: {message(err)}", file=sys.stderr)
+        sys.exit(2)

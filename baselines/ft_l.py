@@ -7,13 +7,14 @@ within ±ε of its original value (an L∞ norm constraint). Applied batch after
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from baselines._common import target_logits
-from baselines.one_layer import block_of, fc_layer
+from baselines._common import block_of, target_logits
+from baselines.one_layer import fc_layer
 from elder import trunk
 from elder.editor import Editor, EditRecord
 from elder.models import LoadedModel
@@ -21,34 +22,45 @@ from elder.models import LoadedModel
 CLAMP_REFERENCES = ("original", "batch")
 
 
+@dataclass
+class FTLConfig:
+    """Hyperparameters of FT-L; defaults are the ROME reference's (``FT-L``, GPT2-XL)."""
+
+    module: str  # the FC layer to fine-tune, e.g. "model.layers.20.mlp.down_proj"
+    lr: float = 5e-4  # Adam
+    iterations: int = 25  # optimisation steps per edit batch
+    eps: float = 5e-4  # L∞ bound of the change of every weight
+    stop_loss: float = 1e-2  # end a batch early once its loss is below this (the reference does)
+    train_bias: bool = True  # also fine-tune the layer's bias where it has one (GPT-2)
+    clamp_reference: str = "original"  # clamp around the original weights, or the batch's start
+    fast_path: bool = True  # cache the frozen blocks below the layer while training
+
+    def __post_init__(self) -> None:
+        if self.clamp_reference not in CLAMP_REFERENCES:
+            raise ValueError(f"FT-L: clamp_reference must be one of {CLAMP_REFERENCES}")
+        if self.iterations < 1 or self.eps < 0:
+            raise ValueError(
+                f"FT-L: need iterations >= 1 and eps >= 0, got {self.iterations}, {self.eps}"
+            )
+
+
 class FTL(Editor):
     """Fine-tune one FC layer in place, within ±eps of the reference weights."""
 
     name = "ft_l"
+    config_class = FTLConfig
 
-    def __init__(
-        self,
-        model: LoadedModel,
-        module: str,
-        lr: float = 5e-4,
-        iterations: int = 25,
-        eps: float = 5e-4,
-        stop_loss: float = 1e-2,
-        train_bias: bool = True,
-        clamp_reference: str = "original",
-        fast_path: bool = True,
-    ) -> None:
-        super().__init__(model)
-        if clamp_reference not in CLAMP_REFERENCES:
-            raise ValueError(f"FT-L: clamp_reference must be one of {CLAMP_REFERENCES}")
-        if iterations < 1 or eps < 0:
-            raise ValueError(f"FT-L: need iterations >= 1 and eps >= 0, got {iterations}, {eps}")
-        self.module, self.lr, self.iterations, self.eps = module, lr, iterations, eps
-        self.stop_loss, self.clamp_reference, self.fast_path = stop_loss, clamp_reference, fast_path
+    def __init__(self, model: LoadedModel, **config: Any) -> None:
+        super().__init__(model, **config)
+        cfg = self.config
+        module = self.module = cfg.module
+        self.lr, self.iterations, self.eps = cfg.lr, cfg.iterations, cfg.eps
+        self.stop_loss, self.clamp_reference = cfg.stop_loss, cfg.clamp_reference
+        self.fast_path = cfg.fast_path
         layer = fc_layer(model, module)
         self.start = block_of(model, module)  # blocks below it are frozen: the fast path applies
         self.params: dict[str, torch.nn.Parameter] = {"weight": layer.weight}
-        if train_bias and layer.bias is not None:  # the reference trains every tensor of W_out
+        if cfg.train_bias and layer.bias is not None:  # the reference trains every tensor of W_out
             self.params["bias"] = layer.bias
         self.originals = {k: p.detach().clone() for k, p in self.params.items()}
 

@@ -29,6 +29,7 @@ output at the positions of the replacement mode, else the layer is untouched.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -36,11 +37,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import StoppingCriteria
 
 from baselines._common import block_of, module_io, rows, target_logits
 from elder import trunk
-from elder.editor import Editor, EditRecord, Encoded, ForwardOutput, GenerateOutput
+from elder.editor import Editor, EditRecord, Encoded
 from elder.models import LoadedModel, get_module, set_module
 from elder.molora import io_features
 
@@ -204,10 +204,11 @@ class GRACE(Editor):
     """GRACE editor; build with the fields of :class:`GRACEConfig`."""
 
     name = "grace"
+    config_class = GRACEConfig
 
     def __init__(self, model: LoadedModel, **config: Any) -> None:
-        super().__init__(model)
-        self.config = cfg = GRACEConfig(**config)
+        super().__init__(model, **config)
+        cfg = self.config
         self.block = block_of(model, cfg.module)
         self.layer = GRACELayer(get_module(model.hf, cfg.module), cfg.replacement)
         set_module(model.hf, cfg.module, self.layer)
@@ -282,26 +283,16 @@ class GRACE(Editor):
 
     # -- inference ---------------------------------------------------------------------------
 
-    @torch.no_grad()
-    def forward(self, enc: Encoded) -> ForwardOutput:
+    @contextmanager
+    def inference(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_last: torch.Tensor
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        """Look the key at ``prompt_last`` up in the codebook; ``hit``: within an entry's ε."""
         lookup: dict[str, torch.Tensor] = {}
-        with self._positions(enc.prompt_last, lookup):
-            logits = self.hf(input_ids=enc.input_ids, attention_mask=enc.attention_mask).logits
-        return ForwardOutput(logits, {"hit": lookup["hit"]})
-
-    @torch.no_grad()
-    def generate(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        max_new_tokens: int,
-        stop: StoppingCriteria | None = None,
-    ) -> GenerateOutput:
-        last = torch.full((input_ids.shape[0],), input_ids.shape[1] - 1, device=input_ids.device)
-        lookup: dict[str, torch.Tensor] = {}
-        with self._positions(last, lookup):
-            tokens = super().generate(input_ids, attention_mask, max_new_tokens, stop).tokens
-        return GenerateOutput(tokens, {"hit": lookup["hit"]})
+        info: dict[str, torch.Tensor] = {}
+        with self._positions(prompt_last, lookup):
+            yield info
+        info["hit"] = lookup["hit"]
 
     # -- saving ------------------------------------------------------------------------------
 

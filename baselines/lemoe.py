@@ -20,23 +20,24 @@ Choices the abstract leaves open (each a config option):
   train, so this cannot move an old route, only keep the new expert off it);
 - ``stop_loss``: a batch's training may end early once its loss is below it (off by default);
 - ``order: kmeans`` (order planning): edits are buffered, ``plan_window`` at a time, grouped
-  by K-means on e_x and trained in batches filled from one cluster each (see ``_flush``).
+  by K-means on e_x and trained in batches filled from one cluster each (see ``flush``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import StoppingCriteria
 
 from baselines._common import block_of, target_logits
 from elder import trunk
-from elder.editor import Editor, EditRecord, Encoded, ForwardOutput, GenerateOutput
+from elder.editor import Editor, EditRecord, Encoded
 from elder.models import LoadedModel, get_module, set_module
 from elder.molora import io_features
 
@@ -166,10 +167,11 @@ class LEMoE(Editor):
     """LEMoE editor; build with the fields of :class:`LEMoEConfig`."""
 
     name = "lemoe"
+    config_class = LEMoEConfig
 
     def __init__(self, model: LoadedModel, **config: Any) -> None:
-        super().__init__(model)
-        self.config = cfg = LEMoEConfig(**config)
+        super().__init__(model, **config)
+        cfg = self.config
         self.block = block_of(model, cfg.module)
         self.layer = LEMoELayer(get_module(model.hf, cfg.module), cfg.r, cfg.alpha)
         set_module(model.hf, cfg.module, self.layer)
@@ -182,7 +184,6 @@ class LEMoE(Editor):
         self.batch_size = 0  # the stream's batch size, as seen in the first batch
 
     def extra_params(self) -> int:
-        self._flush()
         experts = [*self.layer.lora_A, *self.layer.lora_B]
         return sum(p.numel() for p in [*experts, *self.router.parameters()])
 
@@ -264,7 +265,7 @@ class LEMoE(Editor):
             return self._train(batch)
         self.pending.extend(batch)
         if len(self.pending) >= self.config.plan_window:
-            return self._flush()
+            return self.flush()
         return {}
 
     def plan(self, records: list[EditRecord]) -> list[list[EditRecord]]:
@@ -283,7 +284,7 @@ class LEMoE(Editor):
         ordered = [records[i] for i in order]
         return [ordered[i : i + self.batch_size] for i in range(0, len(ordered), self.batch_size)]
 
-    def _flush(self) -> dict[str, float]:
+    def flush(self) -> dict[str, float]:
         """Plan and train the buffered edits (order=kmeans); a no-op when nothing waits."""
         if not self.pending:
             return {}
@@ -293,49 +294,32 @@ class LEMoE(Editor):
 
     # -- inference ---------------------------------------------------------------------------
 
-    @torch.no_grad()
-    def _run(self, e: torch.Tensor, call) -> tuple[Any, dict[str, torch.Tensor]]:
-        self._flush()  # order=kmeans: edits still in the buffer go in before the model is used
+    @contextmanager
+    def inference(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_last: torch.Tensor
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        """Route each sequence to its top-1 expert from e_x over its prompt tokens; the route
+        is fixed for the whole generation (one route per sequence)."""
         if not self.n_experts:
-            return call(), {}
+            yield {}
+            return
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        prompt = attention_mask.bool() & (positions[None, :] <= prompt_last[:, None])  # (B, T)
+        e = self.instance_embedding(input_ids, prompt)
         expert, gate = self._route(e)
         self.layer.expert, self.layer.gate = expert, gate.to(e.dtype)
         try:
-            return call(), {"gate": gate, "expert": expert.float()}
+            yield {"gate": gate, "expert": expert.float()}
         finally:
             self.layer.expert = self.layer.gate = None
-
-    @torch.no_grad()
-    def forward(self, enc: Encoded) -> ForwardOutput:
-        e = self.instance_embedding(enc.input_ids, self._prompt_mask(enc))
-        logits, info = self._run(
-            e, lambda: self.hf(input_ids=enc.input_ids, attention_mask=enc.attention_mask).logits
-        )
-        return ForwardOutput(logits, info)
-
-    @torch.no_grad()
-    def generate(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        max_new_tokens: int,
-        stop: StoppingCriteria | None = None,
-    ) -> GenerateOutput:
-        # Left-padded prompts: the attention mask marks the prompt tokens; the route is fixed
-        # for the whole generation (one route per sequence).
-        e = self.instance_embedding(input_ids, attention_mask.bool())
-        tokens, info = self._run(
-            e,
-            lambda: (
-                super(LEMoE, self).generate(input_ids, attention_mask, max_new_tokens, stop).tokens
-            ),
-        )
-        return GenerateOutput(tokens, info)
 
     # -- saving ------------------------------------------------------------------------------
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        self._flush()
+        """Experts, router, the memory of e_x, the init generator and the buffered edits.
+
+        Taking it trains nothing: edits still waiting for order planning are saved as such.
+        """
         tensors = {
             f"layer.{k}": v.detach().contiguous()
             for k, v in self.layer.named_parameters()
@@ -344,11 +328,15 @@ class LEMoE(Editor):
         tensors.update(
             {f"router.{k}": v.detach().contiguous() for k, v in self.router.named_parameters()}
         )
+        tensors["memory"] = self.memory.clone()  # (n, d)
+        tensors["memory_expert"] = self.memory_expert.clone()  # (n,)
+        tensors["generator"] = self.generator.get_state()
         meta = {
             "n_experts": self.n_experts,
             "n_projections": len(self.router.down),
             "batch_size": self.batch_size,
             "config": asdict(self.config),
+            "pending": [asdict(r) for r in self.pending],
         }
         return tensors, meta
 
@@ -366,3 +354,8 @@ class LEMoE(Editor):
                 for i in range(len(plist), sum(k.startswith(name + ".") for k in tensors))
             )
         self.batch_size = meta["batch_size"]
+        if "memory" in tensors:  # saved before 2026-12-01: experts and router only
+            self.memory = tensors["memory"].float().clone()
+            self.memory_expert = tensors["memory_expert"].long().clone()
+            self.generator.set_state(tensors["generator"].clone())
+        self.pending = [EditRecord(**r) for r in meta.get("pending", [])]

@@ -22,6 +22,7 @@ key, else no LoRA (the base layer's output, bit for bit).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -29,11 +30,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import StoppingCriteria
 
 from baselines._common import block_of, rows, target_logits
 from elder import trunk
-from elder.editor import Editor, EditRecord, Encoded, ForwardOutput, GenerateOutput
+from elder.editor import Editor, EditRecord, Encoded
 from elder.models import LoadedModel, get_module, set_module
 from elder.molora import io_features
 
@@ -211,10 +211,11 @@ class MELO(Editor):
     """MELO editor; build with the fields of :class:`MELOConfig`."""
 
     name = "melo"
+    config_class = MELOConfig
 
     def __init__(self, model: LoadedModel, **config: Any) -> None:
-        super().__init__(model)
-        self.config = cfg = MELOConfig(**config)
+        super().__init__(model, **config)
+        cfg = self.config
         self.key_block = block_of(model, cfg.key_module)
         self.start = min(block_of(model, name) for name in cfg.lora_modules)
         if self.key_block >= self.start:
@@ -313,24 +314,15 @@ class MELO(Editor):
 
     # -- inference ---------------------------------------------------------------------------
 
-    @torch.no_grad()
-    def forward(self, enc: Encoded) -> ForwardOutput:
-        with self._indexing(enc.prompt_last) as state:
-            logits = self.hf(input_ids=enc.input_ids, attention_mask=enc.attention_mask).logits
-        return ForwardOutput(logits, {"hit": state["blocks"] != NO_LORA})
-
-    @torch.no_grad()
-    def generate(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        max_new_tokens: int,
-        stop: StoppingCriteria | None = None,
-    ) -> GenerateOutput:
-        last = torch.full((input_ids.shape[0],), input_ids.shape[1] - 1, device=input_ids.device)
-        with self._indexing(last) as state:
-            tokens = super().generate(input_ids, attention_mask, max_new_tokens, stop).tokens
-        return GenerateOutput(tokens, {"hit": state["blocks"] != NO_LORA})
+    @contextmanager
+    def inference(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_last: torch.Tensor
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        """Search the database at ``prompt_last``; ``hit``: the key fell in a cluster."""
+        info: dict[str, torch.Tensor] = {}
+        with self._indexing(prompt_last) as state:
+            yield info
+        info["hit"] = state["blocks"] != NO_LORA
 
     # -- saving ------------------------------------------------------------------------------
 

@@ -9,17 +9,6 @@ from transformers.pytorch_utils import Conv1D
 from elder.models import LoadedModel, get_module
 
 
-def block_of(model: LoadedModel, module: str) -> int:
-    """Index of the transformer block holding ``module`` ('model.layers.5.mlp.down_proj' -> 5)."""
-    prefix = model.blocks + "."
-    head = module[len(prefix) :].partition(".")[0]
-    if not module.startswith(prefix) or not head.isdigit():
-        raise ValueError(f"module '{module}' is not inside a block of '{model.blocks}'")
-    if int(head) >= len(model.block_list):
-        raise ValueError(f"module '{module}': {model.name} has {len(model.block_list)} blocks")
-    return int(head)
-
-
 def fc_layer(model: LoadedModel, module: str) -> nn.Module:
     """The nn.Linear or GPT-2 Conv1D at ``module``; a ValueError for anything else."""
     layer = get_module(model.hf, module)

@@ -20,12 +20,14 @@ few tokens from the last subject token on (``trunk.freeze_past``): the same δ u
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from baselines.one_layer import block_of, fc_layer, weight_out_in
+from baselines._common import block_of
+from baselines.one_layer import fc_layer, weight_out_in
 from baselines.rome_stats import cached_second_moment
 from elder import trunk
 from elder.editor import Editor, EditRecord, Encoded
@@ -46,59 +48,56 @@ def subject_last_token(tokenizer: Any, text: str, subject_end: int) -> int:
     return max(i for i, (s, e) in enumerate(offsets) if e > s and s < subject_end)
 
 
+@dataclass
+class ROMEConfig:
+    """Hyperparameters of ROME; defaults are the reference's for GPT2-XL."""
+
+    module: str  # W_out of one block, e.g. "model.layers.5.mlp.down_proj"
+    v_lr: float = 0.5  # Adam on δ
+    v_num_grad_steps: int = 20
+    v_weight_decay: float = 0.5  # weight of ‖δ‖ / ‖m‖²
+    kl_factor: float = 0.0625  # weight of the KL term on "S is a"
+    clamp_norm_factor: float = 4.0  # ‖δ‖ ≤ clamp_norm_factor · ‖m‖
+    stop_loss: float = 5e-2  # stop fitting δ once the loss is below this
+    context_prefixes: list[str] | None = None  # None: generated once by the unedited model
+    prefix_lengths: list[list[int]] = field(default_factory=lambda: [[5, 10], [10, 10]])
+    prefix_seed: int = 0  # (length, count) pairs above are sampled with this seed
+    mom2_adjustment: bool = True  # C = E[k kᵀ] over mom2_corpus (false: C = I)
+    mom2_corpus: str = "tasks/test-ClosedDomainQA.jsonl"  # JSON lines under $ELDER_DATA_DIR
+    mom2_text_field: str = "passage"
+    mom2_n_samples: int | None = None  # texts used (None: all)
+    stats_dir: str = "results/cache/rome"
+    fast_path: bool = True  # run only the tokens that see δ at each step (same δ up to rounding)
+
+    def __post_init__(self) -> None:
+        if self.v_num_grad_steps < 1 or self.clamp_norm_factor <= 0:
+            raise ValueError("ROME: need v_num_grad_steps >= 1 and clamp_norm_factor > 0")
+
+
 class ROME(Editor):
     """Rank-one edits of ``module``'s weight, one record after the other."""
 
     name = "rome"
+    config_class = ROMEConfig
 
-    def __init__(
-        self,
-        model: LoadedModel,
-        module: str,
-        v_lr: float = 0.5,
-        v_num_grad_steps: int = 20,
-        v_weight_decay: float = 0.5,
-        kl_factor: float = 0.0625,
-        clamp_norm_factor: float = 4.0,
-        stop_loss: float = 5e-2,
-        context_prefixes: list[str] | None = None,
-        prefix_lengths: list[list[int]] = ((5, 10), (10, 10)),
-        prefix_seed: int = 0,
-        mom2_adjustment: bool = True,
-        mom2_corpus: str = "tasks/test-ClosedDomainQA.jsonl",
-        mom2_text_field: str = "passage",
-        mom2_n_samples: int | None = None,
-        stats_dir: str = "results/cache/rome",
-        fast_path: bool = True,
-    ) -> None:
-        super().__init__(model)
-        if v_num_grad_steps < 1 or clamp_norm_factor <= 0:
-            raise ValueError("ROME: need v_num_grad_steps >= 1 and clamp_norm_factor > 0")
-        self.module = module
-        self.layer = fc_layer(model, module)
-        self.start = block_of(model, module)  # δ enters inside this block: cache those below
-        self.v_lr, self.v_num_grad_steps, self.v_weight_decay = (
-            v_lr,
-            v_num_grad_steps,
-            v_weight_decay,
-        )
-        self.kl_factor, self.clamp_norm_factor, self.stop_loss = (
-            kl_factor,
-            clamp_norm_factor,
-            stop_loss,
-        )
-        self.prefix_lengths = [tuple(p) for p in prefix_lengths]
-        self.prefix_seed = prefix_seed
-        self.context_prefixes = None if context_prefixes is None else list(context_prefixes)
+    def __init__(self, model: LoadedModel, **config: Any) -> None:
+        super().__init__(model, **config)
+        cfg = self.config
+        self.layer = fc_layer(model, cfg.module)
+        self.start = block_of(model, cfg.module)  # δ enters inside this block: cache those below
+        self.context_prefixes = None if cfg.context_prefixes is None else list(cfg.context_prefixes)
         self.mom2 = dict(
-            corpus=mom2_corpus, text_field=mom2_text_field, n_samples=mom2_n_samples,
-            stats_dir=stats_dir,
+            corpus=cfg.mom2_corpus, text_field=cfg.mom2_text_field,
+            n_samples=cfg.mom2_n_samples, stats_dir=cfg.stats_dir,
         )  # fmt: skip
-        self.mom2_adjustment = mom2_adjustment
-        self.fast_path = fast_path
         self._c_inv: torch.Tensor | None = None
         self.W0 = weight_out_in(self.layer).detach().clone()  # (out, in), the unedited weight
         self.n_edits = 0
+
+    @property
+    def module(self) -> str:
+        """The edited layer's path (``config.module``)."""
+        return self.config.module
 
     def extra_params(self) -> int:
         return self.layer.weight.numel()  # every weight of the layer may change
@@ -112,8 +111,8 @@ class ROME(Editor):
         prefixes: list[str] = []
         cuda = [self.model.device.index or 0] if self.model.device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):
-            torch.manual_seed(self.prefix_seed)
-            for length, count in self.prefix_lengths:
+            torch.manual_seed(self.config.prefix_seed)
+            for length, count in self.config.prefix_lengths:
                 for s, seed in enumerate(PREFIX_SEEDS):
                     n = len(range(s, count, len(PREFIX_SEEDS)))  # seeds take turns
                     if n == 0:
@@ -184,14 +183,14 @@ class ROME(Editor):
     def inverse_covariance(self) -> torch.Tensor:
         """C⁻¹ (in, in) float64, computed once (on the unedited model) and kept."""
         if self._c_inv is None:
-            mom2 = cached_second_moment(self.model, self.module, **self.mom2)
+            mom2 = cached_second_moment(self.model, self.config.module, **self.mom2)
             self._c_inv = torch.linalg.inv(mom2.double())
         return self._c_inv
 
     def compute_u(self, k_star: torch.Tensor) -> torch.Tensor:
         """u = C⁻¹k*, normalised (the scale cancels in Eq. 2); C = I without mom2_adjustment."""
         u = k_star.double()
-        if self.mom2_adjustment:
+        if self.config.mom2_adjustment:
             u = self.inverse_covariance() @ u
         return (u / u.norm()).to(k_star.dtype)
 
@@ -202,7 +201,9 @@ class ROME(Editor):
         n = len(lookups)
         hidden = trunk.block_input(self.model, self.start, enc)  # (rows, T, d), frozen below
         head = self.hf.get_output_embeddings()
-        if self.fast_path:  # tokens before each row's δ are frozen at every block: run them once
+        if (
+            self.config.fast_path
+        ):  # tokens before each row's δ are frozen at every block: run them once
             frozen = trunk.freeze_past(self.model, self.start, hidden, enc, lookups)
             at = (torch.zeros_like(lookups), frozen.first)  # δ's places in (1, n_live, out)
             nll_at = (frozen.next_label != -100) & (frozen.sequence != n - 1)  # not the KL row
@@ -236,10 +237,10 @@ class ROME(Editor):
                 state["m"] = out[at[0][0], at[1][0]].detach().float()
             return out.index_put(at, delta.to(out.dtype).expand(n, -1), accumulate=True)
 
-        optimizer = torch.optim.Adam([delta], lr=self.v_lr)
+        optimizer = torch.optim.Adam([delta], lr=self.config.v_lr)
         handle = self.layer.register_forward_hook(add_delta)
         try:
-            for step in range(self.v_num_grad_steps):
+            for step in range(self.config.v_num_grad_steps):
                 h_targets, h_kl = final_hidden()
                 nll = F.cross_entropy(head(h_targets).float(), targets)
                 kl_log_probs = torch.log_softmax(head(h_kl).float(), -1)
@@ -248,15 +249,15 @@ class ROME(Editor):
                 # KL(p ‖ p_0) on "S is a" at the last subject token: keep the subject's essence.
                 kl = F.kl_div(kl_init, kl_log_probs, log_target=True, reduction="sum")
                 m = state["m"]
-                decay = self.v_weight_decay * delta.norm() / m.norm() ** 2
-                loss = nll + self.kl_factor * kl + decay
-                if loss.item() < self.stop_loss or step == self.v_num_grad_steps - 1:
+                decay = self.config.v_weight_decay * delta.norm() / m.norm() ** 2
+                loss = nll + self.config.kl_factor * kl + decay
+                if loss.item() < self.config.stop_loss or step == self.config.v_num_grad_steps - 1:
                     break
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 with torch.no_grad():  # project δ onto the ball ‖δ‖ ≤ clamp_norm_factor · ‖m‖
-                    max_norm = self.clamp_norm_factor * m.norm()
+                    max_norm = self.config.clamp_norm_factor * m.norm()
                     if delta.norm() > max_norm:
                         delta.mul_(max_norm / delta.norm())
         finally:
@@ -287,23 +288,31 @@ class ROME(Editor):
     # -- saving ------------------------------------------------------------------------------
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """The summed rank-one updates (out, in), and the contexts used to compute them."""
-        delta = (weight_out_in(self.layer).detach() - self.W0).cpu().contiguous()
+        """The edited weight (out, in), and the contexts used to compute it.
+
+        The weight itself, not W - W0: W0 + (W - W0) need not round back to W, and a resumed
+        run must continue from the very weight it stopped at.
+        """
+        weight = weight_out_in(self.layer).detach().cpu().contiguous()
         meta = {
             "method": self.name,
-            "module": self.module,
+            "module": self.config.module,
             "n_edits": self.n_edits,
             "context_prefixes": self.context_prefixes,
         }
-        return {f"{self.module}.weight.delta": delta}, meta
+        return {f"{self.config.module}.weight": weight}, meta
 
     @torch.no_grad()
     def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        if meta.get("module") != self.module:
-            raise ValueError(f"ROME state is for '{meta.get('module')}', not '{self.module}'")
-        if self.mom2_adjustment:
+        module = self.config.module
+        if meta.get("module") != module:
+            raise ValueError(f"ROME state is for '{meta.get('module')}', not '{module}'")
+        if self.config.mom2_adjustment:
             self.inverse_covariance()  # C belongs to the unedited model: compute it first
-        delta = tensors[f"{self.module}.weight.delta"]
-        weight_out_in(self.layer).copy_(self.W0 + delta.to(self.W0))
+        if f"{module}.weight" in tensors:
+            weight = tensors[f"{module}.weight"].to(self.W0)
+        else:  # saved before 2026-12-01: the summed updates W - W0
+            weight = self.W0 + tensors[f"{module}.weight.delta"].to(self.W0)
+        weight_out_in(self.layer).copy_(weight)
         self.n_edits = int(meta.get("n_edits", 0))
         self.context_prefixes = meta.get("context_prefixes")

@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from elder.atomic import atomic_path
 from elder.models import LoadedModel, get_module
 
 DATA_ENV = "ELDER_DATA_DIR"
@@ -101,8 +102,6 @@ def cached_second_moment(
     if file.is_file():
         return load_file(str(file))["mom2"].to(model.device)
     mom2, count = second_moment(model, module, corpus_texts(corpus, text_field, n_samples))
-    file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_suffix(".tmp")
-    save_file({"mom2": mom2.cpu().contiguous()}, str(tmp), metadata={"tokens": str(count)})
-    os.replace(tmp, file)  # never leave a half-written cache behind
+    with atomic_path(file) as tmp:  # never leave a half-written cache behind
+        save_file({"mom2": mom2.cpu().contiguous()}, str(tmp), metadata={"tokens": str(count)})
     return mom2

@@ -7,6 +7,8 @@ The runner only ever calls :meth:`Editor.edit` with a batch of :class:`EditRecor
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -14,7 +16,10 @@ import torch
 from torch import nn
 from transformers import StoppingCriteria, StoppingCriteriaList
 
+from elder.encoding import Encoded, encode
 from elder.models import LoadedModel
+
+__all__ = ["EditRecord", "Editor", "Encoded", "ForwardOutput", "GenerateOutput"]
 
 
 @dataclass(frozen=True)
@@ -44,37 +49,6 @@ class EditRecord:
 
 
 @dataclass
-class Encoded:
-    """A right-padded batch of prompt + target sequences for teacher forcing."""
-
-    input_ids: torch.Tensor  # (B, T)
-    attention_mask: torch.Tensor  # (B, T)
-    labels: torch.Tensor  # (B, T), -100 everywhere but the target tokens
-    prompt_last: torch.Tensor  # (B,), index of the last prompt token (the routing query)
-
-    def to(self, device: torch.device | str) -> Encoded:
-        return Encoded(
-            *(
-                t.to(device)
-                for t in (self.input_ids, self.attention_mask, self.labels, self.prompt_last)
-            )
-        )
-
-    @property
-    def target_mask(self) -> torch.Tensor:
-        """(B, T) True at positions whose *next* token is a target token."""
-        mask = torch.zeros_like(self.labels, dtype=torch.bool)
-        mask[:, :-1] = self.labels[:, 1:] != -100
-        return mask
-
-    @property
-    def target_ids(self) -> torch.Tensor:
-        """(n_targets,) the target tokens, in the order of ``logits[target_mask]``."""
-        shifted = self.labels[:, 1:]
-        return shifted[shifted != -100]
-
-
-@dataclass
 class ForwardOutput:
     """Teacher-forced logits of the edited model, plus per-example facts a method reports."""
 
@@ -90,6 +64,11 @@ class GenerateOutput:
     info: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+@dataclass
+class NoOptions:
+    """The config of an editor that has no options (the unedited model in tests)."""
+
+
 class Editor(ABC):
     """A lifelong editor: owns the model, takes edit batches one after another.
 
@@ -98,12 +77,16 @@ class Editor(ABC):
     """
 
     name: ClassVar[str]  # the method's name in configs and results
+    # The dataclass of the method's hyperparameters: the editor is built with its fields, and
+    # it is the schema of ``conf/method/<name>.yaml`` (types checked when Hydra composes).
+    config_class: ClassVar[type] = NoOptions
     # Config fields that only change how the edited model answers, not what edit() trains:
-    # a saved run can be evaluated again with other values (``experiments.variant``).
+    # a saved run can be evaluated again with other values (``experiments.tools.variant``).
     inference_options: ClassVar[frozenset[str]] = frozenset()
 
-    def __init__(self, model: LoadedModel) -> None:
+    def __init__(self, model: LoadedModel, **config: Any) -> None:
         self.model = model
+        self.config = self.config_class(**config)  # the dataclass checks its own values
 
     @classmethod
     def upgrade_config(cls, config: dict[str, Any]) -> dict[str, Any]:
@@ -119,8 +102,6 @@ class Editor(ABC):
 
     def encode(self, records: list[EditRecord]) -> Encoded:
         """A batch of edits, prompt -> target, right-padded on the model's device."""
-        from elder.encoding import encode  # elder.encoding builds this module's Encoded
-
         return encode(
             self.model.tokenizer,
             [r.prompt for r in records],
@@ -136,16 +117,40 @@ class Editor(ABC):
     def edit(self, batch: list[EditRecord]) -> dict[str, float]:
         """Apply one batch of edits; returns training statistics (e.g. final loss)."""
 
+    def flush(self) -> dict[str, float]:
+        """Apply the edits taken so far that a method still holds back; statistics as ``edit``.
+
+        A method that plans its own order (LEMoE's K-means) buffers edits; the runner calls
+        this once after the last batch, before the edited model is saved or evaluated. A
+        checkpoint never does: :meth:`state` saves the buffer instead.
+        """
+        return {}
+
     @abstractmethod
     def extra_params(self) -> int:
         """Number of parameters the method adds to (or trains in) the base model."""
 
+    @contextmanager
+    def inference(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_last: torch.Tensor
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        """The method's inference set-up around every forward pass of one batch: the
+        teacher-forced pass of :meth:`forward`, or all decode steps of :meth:`generate`.
+
+        ``input_ids``/``attention_mask`` (B, T) are the batch as it enters; ``prompt_last``
+        (B,) is each row's last prompt token, where a method routes or looks up its key. The
+        yielded dict is the output's ``info``: the method fills it with per-example facts
+        (B,) by the end of the block. This is the one hook a method fills in; the plain model
+        needs none.
+        """
+        yield {}
+
     @torch.no_grad()
     def forward(self, enc: Encoded) -> ForwardOutput:
         """Logits of the edited model under teacher forcing."""
-        return ForwardOutput(
-            self.hf(input_ids=enc.input_ids, attention_mask=enc.attention_mask).logits
-        )
+        with self.inference(enc.input_ids, enc.attention_mask, enc.prompt_last) as info:
+            logits = self.hf(input_ids=enc.input_ids, attention_mask=enc.attention_mask).logits
+        return ForwardOutput(logits, info)
 
     @torch.no_grad()
     def generate(
@@ -161,15 +166,17 @@ class Editor(ABC):
         key at the last prompt token take it from there. A row ends at EOS, after
         ``max_new_tokens``, or where ``stop`` says it is done.
         """
-        sequences = self.hf.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=self.model.tokenizer.pad_token_id,
-            stopping_criteria=None if stop is None else StoppingCriteriaList([stop]),
-        )
-        return GenerateOutput(sequences[:, input_ids.shape[1] :])
+        last = torch.full((input_ids.shape[0],), input_ids.shape[1] - 1, device=input_ids.device)
+        with self.inference(input_ids, attention_mask, last) as info:
+            sequences = self.hf.generate(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=self.model.tokenizer.pad_token_id,
+                stopping_criteria=None if stop is None else StoppingCriteriaList([stop]),
+            )
+        return GenerateOutput(sequences[:, input_ids.shape[1] :], info)
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """Everything :meth:`edit` has trained or accumulated, to checkpoint or save.

@@ -3,11 +3,41 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from elder.editor import Encoded
+
+@dataclass
+class Encoded:
+    """A right-padded batch of prompt + target sequences for teacher forcing."""
+
+    input_ids: torch.Tensor  # (B, T)
+    attention_mask: torch.Tensor  # (B, T)
+    labels: torch.Tensor  # (B, T), -100 everywhere but the target tokens
+    prompt_last: torch.Tensor  # (B,), index of the last prompt token (the routing query)
+
+    def to(self, device: torch.device | str) -> Encoded:
+        return Encoded(
+            *(
+                t.to(device)
+                for t in (self.input_ids, self.attention_mask, self.labels, self.prompt_last)
+            )
+        )
+
+    @property
+    def target_mask(self) -> torch.Tensor:
+        """(B, T) True at positions whose *next* token is a target token."""
+        mask = torch.zeros_like(self.labels, dtype=torch.bool)
+        mask[:, :-1] = self.labels[:, 1:] != -100
+        return mask
+
+    @property
+    def target_ids(self) -> torch.Tensor:
+        """(n_targets,) the target tokens, in the order of ``logits[target_mask]``."""
+        shifted = self.labels[:, 1:]
+        return shifted[shifted != -100]
 
 
 def split_ids(tokenizer: Any, prompt: str, target: str) -> tuple[list[int], list[int]]:

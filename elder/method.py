@@ -9,18 +9,18 @@ deferral on the Hamming distance between allocation codes.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from transformers import StoppingCriteria
 
 from elder import saved, trunk
 from elder.allocation import AllocationTable, min_hamming, pack, topk_code
 from elder.config import ELDERConfig, upgrade
-from elder.editor import Editor, EditRecord, Encoded, ForwardOutput, GenerateOutput
+from elder.editor import Editor, EditRecord, Encoded
 from elder.models import LoadedModel, get_module, set_module
 from elder.molora import MoLoRALayer, io_features
 
@@ -34,11 +34,12 @@ class ELDER(Editor):
     """Mixture-of-LoRA editor; build with the fields of :class:`ELDERConfig`."""
 
     name = "elder"
+    config_class = ELDERConfig
     inference_options = frozenset({"eps"})  # ε only decides, at inference, who is deferred
 
     def __init__(self, model: LoadedModel, **config: Any) -> None:
-        super().__init__(model)
-        self.config = cfg = ELDERConfig(**config)
+        super().__init__(model, **config)
+        cfg = self.config
         n_blocks = len(model.block_list)
         if cfg.first_layer + cfg.L > n_blocks:
             raise ValueError(
@@ -117,6 +118,11 @@ class ELDER(Editor):
         with torch.no_grad():
             return pack(topk_code(self.scores(query), self.config.k)).cpu()
 
+    def defers(self, distance: torch.Tensor) -> torch.Tensor:
+        """Algorithm 1's deferral: an input whose allocation code lies at Hamming distance ε or
+        more from every stored edit code goes to the unedited model. distance (B,) -> (B,)."""
+        return distance >= self.config.eps
+
     def _route(
         self, query: torch.Tensor, preset: torch.Tensor | None = None, defer: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -127,7 +133,7 @@ class ELDER(Editor):
         active = None
         if defer:
             dist = min_hamming(self.allocation_code(query), self.codes)
-            active = (dist < self.config.eps).to(query.device)  # (B,)
+            active = ~self.defers(dist).to(query.device)  # (B,)
         for i, layer in enumerate(self.layers):
             layer.gates, layer.active = gates[:, i], active
         return s, active
@@ -223,28 +229,16 @@ class ELDER(Editor):
 
     # -- inference ---------------------------------------------------------------------------
 
-    @torch.no_grad()
-    def forward(self, enc: Encoded) -> ForwardOutput:
-        with self.routing(enc.prompt_last, defer=self.config.defer) as state:
-            logits = self.hf(input_ids=enc.input_ids, attention_mask=enc.attention_mask).logits
-        info = {}
+    @contextmanager
+    def inference(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_last: torch.Tensor
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        """Route each sequence once, deferring (``defer``) as Algorithm 1 says."""
+        info: dict[str, torch.Tensor] = {}
+        with self.routing(prompt_last, defer=self.config.defer) as state:
+            yield info
         if state.get("active") is not None:
             info["deferred"] = ~state["active"]
-        return ForwardOutput(logits, info)
-
-    @torch.no_grad()
-    def generate(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        max_new_tokens: int,
-        stop: StoppingCriteria | None = None,
-    ) -> GenerateOutput:
-        last = torch.full((input_ids.shape[0],), input_ids.shape[1] - 1, device=input_ids.device)
-        with self.routing(last, defer=self.config.defer) as state:
-            tokens = super().generate(input_ids, attention_mask, max_new_tokens, stop).tokens
-        info = {} if state.get("active") is None else {"deferred": ~state["active"]}
-        return GenerateOutput(tokens, info)
 
     # -- saving ------------------------------------------------------------------------------
 
@@ -286,21 +280,9 @@ class ELDER(Editor):
                 ):
                     param.copy_(tensors[f"layers.{i}.{name}"])
         self.codes = tensors["codes"].to(torch.uint8).clone()
-        self.allocations.load_state(
-            {
-                k.removeprefix("allocation."): v
-                for k, v in tensors.items()
-                if k.startswith("allocation.")
-            },
-            meta["allocation"],
-        )
+        self.allocations.load_state(saved.part(tensors, "allocation"), meta["allocation"])
         self.optimizer = self._new_optimizer()
-        saved.load_optimizer_state(  # load_state_dict moves the moments to the params' device
-            self.optimizer,
-            {
-                k.removeprefix("optimizer."): v
-                for k, v in tensors.items()
-                if k.startswith("optimizer.")
-            },
-            meta["optimizer"],
+        # load_state_dict moves the moments to the params' device
+        saved.load_optimizer_state(
+            self.optimizer, saved.part(tensors, "optimizer"), meta["optimizer"]
         )

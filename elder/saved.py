@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from elder.atomic import replace_dir
 from elder.editor import Editor
 from elder.models import LoadedModel
 
@@ -53,17 +53,6 @@ def read_state(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     return load_file(str(directory / TENSORS)), meta
 
 
-def replace_dir(tmp: Path, target: Path) -> None:
-    """Move the finished ``tmp`` folder to ``target``; the old one (if any) goes only after."""
-    old = None
-    if target.exists():
-        old = target.with_name(f"{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-    os.replace(tmp, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def save(editor: Editor, directory: Path) -> None:
     """Save the editor's edits into ``directory`` (written to a temporary folder first)."""
     tensors, meta = editor.state()
@@ -81,6 +70,12 @@ def restore(editor: Editor, directory: Path) -> None:
         raise ValueError(f"{directory} holds a '{method}' state, not one of '{editor.name}'")
     meta.pop("format")
     editor.load_state(tensors, meta)
+
+
+def part(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The tensors of a state named ``<prefix>.<key>``, keyed by ``<key>``."""
+    head = prefix + "."
+    return {k.removeprefix(head): v for k, v in tensors.items() if k.startswith(head)}
 
 
 def optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:

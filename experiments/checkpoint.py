@@ -24,6 +24,8 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -33,8 +35,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file, save_file
 
+from elder.atomic import replace_dir
 from elder.editor import Editor
-from elder.saved import read_state, replace_dir, run_config, write_state
+from elder.saved import read_state, run_config, write_state
 from experiments.metrics import Prediction
 from experiments.results import machine, write_json
 
@@ -231,17 +234,19 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def lock_run(run_dir: Path):
-    """Hold an exclusive lock on the run folder for this process's lifetime (or until closed).
+@contextmanager
+def lock_run(run_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the run folder while the ``with`` block runs.
 
     Two processes writing the same run folder (a resume started while the run still goes on)
     would interleave checkpoints. A POSIX record lock: the OS drops it when the process dies,
     even by SIGKILL, and the same process may take it again (a test resuming in-process).
     """
-    handle = open(run_dir / ".lock", "w")  # noqa: SIM115 - held open on purpose
-    try:
-        fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.close()
-        raise ValueError(f"{run_dir} is in use by another process (a run or a resume)") from None
-    return handle
+    with open(run_dir / ".lock", "w") as handle:
+        try:
+            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise ValueError(
+                f"{run_dir} is in use by another process (a run or a resume)"
+            ) from None
+        yield

@@ -117,24 +117,26 @@ def evaluate_edited(
     editor: Editor,
     model: LoadedModel,
     stream: EditStream,
-    batch_size: int,
+    eval_cfg: Any,
     base: Predictions,
     retention: Any | None,
     run_dir: Path,
-    free_decoding: bool = False,
-) -> tuple[Predictions, dict[str, Generations], dict[str, float]]:
-    """The edited model's predictions, free-decoded answers (``free_decoding``) and metrics
-    (with retention when there is an evaluator)."""
+) -> tuple[dict[str, float], list[dict]]:
+    """The final evaluation of a run (``run.py`` and ``variant``): its metrics, with retention
+    when there is an evaluator, and its prediction rows (``predictions.jsonl``).
+
+    ``eval_cfg`` is the run's ``eval`` config: ``batch_size`` and ``free_decoding``.
+    """
     probes = eval_probes(stream)
-    edited = evaluate(editor.forward, model, probes, batch_size)
+    edited = evaluate(editor.forward, model, probes, eval_cfg.batch_size)
     result = edit_results(edited, base)
     answers: dict[str, Generations] = {}
-    if free_decoding:
-        answers = decode(editor.generate, model, probes, batch_size)
+    if eval_cfg.get("free_decoding", False):
+        answers = decode(editor.generate, model, probes, eval_cfg.batch_size)
         result.update(decoding_metrics(answers, probes))
     if retention is not None:
         result.update(retention.evaluate(editor, run_dir))
-    return edited, answers, result
+    return result, prediction_rows(stream, edited, base, model.tokenizer, answers)
 
 
 def prediction_rows(

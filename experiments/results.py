@@ -8,12 +8,13 @@ import json
 import os
 import platform
 import subprocess
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from elder.atomic import atomic_path
 
 # Every run writes these columns first, whatever the method; later columns are added as needed.
 CORE_COLUMNS = [
@@ -79,13 +80,15 @@ def machine_shares(by_machine: dict[str, tuple[int, float]], batch_size: int, n:
     return "; ".join(parts)
 
 
+def write_text(path: Path, text: str) -> None:
+    """Write a text file atomically (the old file or the new one)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
 def write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically: the file is either the old one or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
-        json.dump(obj, f, indent=2, default=str)
-        tmp = f.name
-    os.replace(tmp, path)
+    """Write JSON atomically (the old file or the new one)."""
+    write_text(path, json.dumps(obj, indent=2, default=str))
 
 
 def append_row(csv_path: Path, row: dict[str, Any]) -> None:
@@ -105,31 +108,40 @@ def append_row(csv_path: Path, row: dict[str, Any]) -> None:
         if new or not csv_path.exists():
             header += new
             rows.append(row)
-            tmp = csv_path.with_suffix(".csv.tmp")
-            with open(tmp, "w", newline="") as f:
+            with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=header)
                 writer.writeheader()
                 writer.writerows(rows)
-            os.replace(tmp, csv_path)
         else:
             with open(csv_path, "a", newline="") as f:
                 csv.DictWriter(f, fieldnames=header).writerow(row)
 
 
+def finish_run(
+    run_dir: Path, results_dir: str | Path, row: dict[str, Any], predictions: list[dict] | None
+) -> None:
+    """The end of every run (``run.py``, ``variant``, ``reevaluate``): its outputs, then its row.
+
+    ``predictions.jsonl`` first, then ``metrics.json`` (which marks the run finished), then
+    the ``runs.csv`` row; ``predictions`` None keeps the folder's own.
+    """
+    if predictions is not None:
+        write_jsonl(run_dir / "predictions.jsonl", predictions)
+    write_json(run_dir / "metrics.json", row)
+    append_row(Path(results_dir) / "runs.csv", row)
+
+
 def read_rows(csv_path: Path) -> list[dict[str, str]]:
-    if not csv_path.exists():
+    """All rows of a ``runs.csv`` (missing file: none); absent columns read as empty strings."""
+    if not csv_path.is_file():
         return []
     with open(csv_path, newline="") as f:
-        return list(csv.DictReader(f))
+        return [{k: (v or "").strip() for k, v in row.items() if k} for row in csv.DictReader(f)]
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     """One JSON object per line, written atomically (the old file or the new one)."""
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        tmp = f.name
-    os.replace(tmp, path)
+    write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
 def keep_jsonl(path: Path, keep: Callable[[dict[str, Any]], bool]) -> None:

@@ -6,7 +6,6 @@ used only through the :class:`elder.editor.Editor` interface.
 
 from __future__ import annotations
 
-import os
 import random
 import shlex
 import time
@@ -35,25 +34,16 @@ from experiments.evaluation import (
     base_predictions,
     eval_probes,
     evaluate_edited,
-    prediction_rows,
 )
 from experiments.results import (
     TrainLog,
-    append_row,
+    finish_run,
     git_commit,
     machine,
     machine_shares,
-    write_json,
-    write_jsonl,
+    write_text,
 )
 from experiments.validation import check_finite, check_options
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write a text file atomically (a resume reads it back)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def build(node: DictConfig, **kwargs: Any) -> Any:
@@ -107,42 +97,101 @@ def run(cfg: DictConfig, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     model: LoadedModel = build(cfg.model)
     check_lengths(stream, model)
     retention = retention_evaluator(cfg, model)  # fingerprints the untouched weights
-    bs = cfg.eval.batch_size
-    key = base_key(model, stream, bs)  # likewise, before any editor wraps a module
+    key = base_key(model, stream, cfg.eval.batch_size)  # likewise, before any editor wraps
     editor: Editor = build(cfg.method, model=model)  # fails on a layer the model lacks
     editor.check_stream(stream.records)  # e.g. more labels than ELDER has allocations
-    method = editor.name
     if cfg.save and not supports_state(editor):
-        raise ValueError(f"save=true: {method} cannot save its edits yet (no state())")
+        raise ValueError(f"save=true: {editor.name} cannot save its edits yet (no state())")
 
     stamp = datetime.now(timezone.utc)
+    run_dir = run_folder(cfg, editor, model, stream, stamp)
+    with lock_run(run_dir):
+        if cfg.resume:  # the row names the run's variant, not `resume=`
+            if (run_dir / "overrides.txt").is_file():
+                overrides = tuple(shlex.split((run_dir / "overrides.txt").read_text()))
+        else:
+            write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+            write_text(run_dir / "overrides.txt", shlex.join(overrides))  # values may hold spaces
+        logger = build(cfg.logger)
+        logger.start(run_dir.name, run_dir, OmegaConf.to_container(cfg, resolve=True))
+        checkpoints = Checkpoints(run_dir, cfg.checkpoint.every, editor)
+        # The unedited model's outputs (cached across runs; an editor's construction changes
+        # nothing, so they are computed through the wrapped model); a resumed run keeps its own.
+        base = checkpoints.base_eval() if cfg.resume else None
+        if base is None:
+            base = base_predictions(
+                model, stream, cfg.eval.batch_size, key, cfg.eval.get("base_cache_dir")
+            )
+            checkpoints.save_base_eval(base)
+        if retention is not None:
+            retention.prepare()
+        edit_seconds, by_machine, immediate = edit_stream(
+            cfg, editor, model, stream, run_dir, checkpoints, logger
+        )
+        if cfg.save:
+            save(editor, run_dir / SAVED_DIR)
+        result, predictions = evaluate_edited(
+            editor, model, stream, cfg.eval, base, retention, run_dir
+        )
+        result.update(immediate.results())
+        row = {
+            "run_id": run_dir.name,
+            "timestamp": stamp.isoformat(timespec="seconds"),
+            "git_commit": commit,
+            "machine": " + ".join(dict.fromkeys([*by_machine, machine()])),  # edits, then eval
+            "method": editor.name,
+            "model": model.name,
+            "data": stream.name,
+            "n_edits": len(stream.records),
+            "seed": cfg.seed,
+            **{k: round(v, 6) for k, v in result.items()},
+            "s_per_edit": round(edit_seconds / len(stream.records), 4),
+            "extra_params": editor.extra_params(),
+            "wall_s": round(edit_seconds, 1),
+            "total_s": round(time.perf_counter() - t0, 1),
+            "protocol": cfg.eval.protocol,
+            "overrides": shlex.join(overrides),  # tables read it back with shlex.split
+        }
+        if len(by_machine) > 1:  # resumed elsewhere: each machine's own speed
+            row["edit_s_by_machine"] = machine_shares(
+                by_machine, stream.batch_size, len(stream.records)
+            )
+        finish_run(run_dir, cfg.results_dir, row, predictions)
+        logger.log({f"eval/{k}": v for k, v in result.items()}, step=len(stream.batches()))
+        logger.finish(row)
+    return row
+
+
+def run_folder(
+    cfg: DictConfig, editor: Editor, model: LoadedModel, stream: EditStream, stamp: datetime
+) -> Path:
+    """The run's folder (created): ``resume``'s, or ``<results_dir>/runs/<run_name>``."""
+    if cfg.resume:
+        return Path(cfg.resume)
     run_id = cfg.run_name or (
-        f"{stamp:%Y%m%d-%H%M%S}_{method}_{model.name}_{stream.name}_{uuid.uuid4().hex[:6]}"
+        f"{stamp:%Y%m%d-%H%M%S}_{editor.name}_{model.name}_{stream.name}_{uuid.uuid4().hex[:6]}"
     )
-    run_dir = Path(cfg.resume) if cfg.resume else Path(cfg.results_dir) / "runs" / run_id
-    run_id = run_dir.name
-    if not cfg.resume and (run_dir / "config.yaml").exists():
+    run_dir = Path(cfg.results_dir) / "runs" / run_id
+    if (run_dir / "config.yaml").exists():
         raise ValueError(f"{run_dir} already exists: resume={run_dir} or another run_name")
     run_dir.mkdir(parents=True, exist_ok=True)
-    lock = lock_run(run_dir)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    if not cfg.resume:
-        write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-        write_text(run_dir / "overrides.txt", shlex.join(overrides))  # values may hold spaces
-    elif (run_dir / "overrides.txt").is_file():  # the row names the run's variant, not `resume=`
-        overrides = tuple(shlex.split((run_dir / "overrides.txt").read_text()))
-    logger = build(cfg.logger)
-    logger.start(run_id, run_dir, resolved)
+    return run_dir
 
-    # The unedited model's outputs (cached across runs; an editor's construction changes
-    # nothing, so they are computed through the wrapped model); a resumed run keeps its own.
-    checkpoints = Checkpoints(run_dir, cfg.checkpoint.every, editor)
-    base = checkpoints.base_eval() if cfg.resume else None
-    if base is None:
-        base = base_predictions(model, stream, bs, key, cfg.eval.get("base_cache_dir"))
-        checkpoints.save_base_eval(base)
-    if retention is not None:
-        retention.prepare()
+
+def edit_stream(
+    cfg: DictConfig,
+    editor: Editor,
+    model: LoadedModel,
+    stream: EditStream,
+    run_dir: Path,
+    checkpoints: Checkpoints,
+    logger: Any,
+) -> tuple[float, dict[str, tuple[int, float]], Immediate]:
+    """Edit batch after batch from the last checkpoint on; the edit seconds, by machine too.
+
+    Returns (edit seconds, {machine: (batches, seconds)}, the immediate evaluation).
+    """
+    bs = cfg.eval.batch_size
     done, edit_seconds = checkpoints.restore() if cfg.resume else (0, 0.0)
     curve = Curve(cfg.eval.get("every"), run_dir, model, bs)
     curve.restore(edits_done=len(stream.records[: done * stream.batch_size]))
@@ -156,9 +205,11 @@ def run(cfg: DictConfig, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
 
     start = time.perf_counter()
     batches = stream.batches()
-    progress = tqdm(total=len(batches), initial=done, desc=f"editing ({method})", unit="batch")
+    progress = tqdm(total=len(batches), initial=done, desc=f"editing ({editor.name})", unit="batch")
     for step in range(done, len(batches)):
         stats = editor.edit(batches[step])
+        if step + 1 == len(batches):  # edits a method held back go in now (LEMoE's planning)
+            stats = {**stats, **{f"flush_{k}": v for k, v in editor.flush().items()}}
         check_finite(stats, step + 1, checkpoints.last, run_dir)
         logger.log({f"train/{k}": v for k, v in stats.items()}, step=step)
         train_log.log(step, stats)
@@ -173,43 +224,4 @@ def run(cfg: DictConfig, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
         progress.update()
     progress.close()
     edit_seconds += time.perf_counter() - start - not_editing()
-    if cfg.save:
-        save(editor, run_dir / SAVED_DIR)
-
-    by_machine = checkpoints.by_machine(len(batches), edit_seconds)
-    edited, answers, result = evaluate_edited(
-        editor, model, stream, bs, base, retention, run_dir, cfg.eval.get("free_decoding", False)
-    )
-    result.update(immediate.results())
-    row = {
-        "run_id": run_id,
-        "timestamp": stamp.isoformat(timespec="seconds"),
-        "git_commit": commit,
-        "machine": " + ".join(dict.fromkeys([*by_machine, machine()])),  # edits, then eval
-        "method": method,
-        "model": model.name,
-        "data": stream.name,
-        "n_edits": len(stream.records),
-        "seed": cfg.seed,
-        **{k: round(v, 6) for k, v in result.items()},
-        "s_per_edit": round(edit_seconds / len(stream.records), 4),
-        "extra_params": editor.extra_params(),
-        "wall_s": round(edit_seconds, 1),
-        "total_s": round(time.perf_counter() - t0, 1),
-        "protocol": cfg.eval.protocol,
-        "overrides": shlex.join(overrides),  # tables read it back with shlex.split
-    }
-    if len(by_machine) > 1:  # resumed elsewhere: each machine's own speed
-        row["edit_s_by_machine"] = machine_shares(
-            by_machine, stream.batch_size, len(stream.records)
-        )
-    write_json(run_dir / "metrics.json", row)
-    write_jsonl(
-        run_dir / "predictions.jsonl",
-        prediction_rows(stream, edited, base, model.tokenizer, answers),
-    )
-    append_row(Path(cfg.results_dir) / "runs.csv", row)
-    logger.log({f"eval/{k}": v for k, v in result.items()}, step=len(batches))
-    logger.finish(row)
-    lock.close()
-    return row
+    return edit_seconds, checkpoints.by_machine(len(batches), edit_seconds), immediate

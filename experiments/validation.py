@@ -7,33 +7,31 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from experiments.schema import check_method
+
 
 class NonFiniteLoss(ValueError):
     """Training produced a NaN or infinite statistic: the run stops."""
 
 
 def check_options(cfg: DictConfig) -> None:
-    """Run-level options, checked before any model is loaded."""
+    """Value ranges, checked before any model is loaded (the schemas have checked the types)."""
     every = cfg.checkpoint.every
     checks = [
+        (every >= 0, f"checkpoint.every must be an integer >= 0 (0 = off), got {every!r}"),
         (
-            isinstance(every, int) and every >= 0,
-            f"checkpoint.every must be an integer >= 0 (0 = off), got {every!r}",
-        ),
-        (
-            isinstance(cfg.eval.batch_size, int) and cfg.eval.batch_size >= 1,
+            cfg.eval.batch_size >= 1,
             f"eval.batch_size must be an integer >= 1, got {cfg.eval.batch_size!r}",
         ),
-        (isinstance(cfg.save, bool), f"save must be true or false, got {cfg.save!r}"),
         (
-            cfg.eval.get("every") is None
-            or (isinstance(cfg.eval.every, int) and cfg.eval.every >= 1),
-            f"eval.every must be a number of edits >= 1 or null, got {cfg.eval.get('every')!r}",
+            cfg.eval.get("every") is None or cfg.eval.every >= 1,
+            f"eval.every must be a number of edits >= 1 or null, got {cfg.eval.get('every')}",
         ),
     ]
     for ok, message in checks:
         if not ok:
             raise ValueError(message)
+    check_method(cfg.method)  # the method's own checks, e.g. ELDER's k <= N
 
 
 def check_finite(stats: dict[str, float], batch: int, last_checkpoint: int, run_dir: Any) -> None:

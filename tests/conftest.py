@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+
+from experiments.configs import compose
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -19,8 +20,7 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 def compose_cfg(*overrides: str):
     """The run config that `python run.py <overrides>` would see."""
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+    return compose(overrides)
 
 
 def tiny(arch: str = "llama"):

@@ -18,6 +18,7 @@ from typing import Any
 from elder.editor import Editor
 from elder.models import LoadedModel
 from experiments import cache
+from experiments.metrics import mean
 from experiments.results import write_json, write_jsonl
 from experiments.retention import prompts as P
 from experiments.retention.generate import Generation, base_generate, generate_all
@@ -30,10 +31,6 @@ def sample(n_records: int, n_per_task: int | None, seed: int) -> list[int]:
     if n_per_task is None or n_per_task >= n_records:
         return list(range(n_records))
     return sorted(random.Random(seed).sample(range(n_records), n_per_task))
-
-
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values) if values else float("nan")
 
 
 class RetentionEvaluator:
@@ -121,7 +118,7 @@ class RetentionEvaluator:
     def base_metrics(self) -> dict[str, float]:
         """Retention of the unedited model: ``base_retention`` and per task."""
         scores = {t: self.score(t, self.base[t]) for t in self.all_tasks}
-        out = {"base_retention": _mean([scores[t][t] for t in self.tasks])}
+        out = {"base_retention": mean([scores[t][t] for t in self.tasks])}
         for t in self.all_tasks:
             out.update({f"base_retention_{k}": v for k, v in scores[t].items()})
         return out
@@ -145,11 +142,11 @@ class RetentionEvaluator:
                 P.clean(task, e.text) == P.clean(task, b.text)
                 for e, b in zip(edited, self.base[task], strict=True)
             ]
-            agreement[task] = _mean([float(s) for s in same])
+            agreement[task] = mean([float(s) for s in same])
             result.update({f"retention_{k}": v for k, v in scores.items()})
             result[f"agreement_{task}"] = agreement[task]
             for name in edited[0].info if edited else ():
-                info.setdefault(name, {})[task] = _mean([g.info[name] for g in edited])
+                info.setdefault(name, {})[task] = mean([g.info[name] for g in edited])
             for p, e, b, s in zip(self.prompts[task], edited, self.base[task], same, strict=True):
                 rows.append(
                     {
@@ -163,10 +160,10 @@ class RetentionEvaluator:
                         **e.info,
                     }
                 )
-        result["retention"] = _mean([result[f"retention_{t}"] for t in self.tasks])
-        result["agreement"] = _mean([agreement[t] for t in self.tasks])
+        result["retention"] = mean([result[f"retention_{t}"] for t in self.tasks])
+        result["agreement"] = mean([agreement[t] for t in self.tasks])
         for name, per_task in info.items():
-            result[f"{name}_tasks"] = _mean([per_task[t] for t in self.tasks if t in per_task])
+            result[f"{name}_tasks"] = mean([per_task[t] for t in self.tasks if t in per_task])
             result.update({f"{name}_{t}": v for t, v in per_task.items()})
         result.update(self.base_metrics())
         result["retention_n"] = float(sum(len(self.records[t]) for t in self.tasks))

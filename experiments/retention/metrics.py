@@ -39,13 +39,10 @@ from rouge_score import rouge_scorer
 from seqeval.metrics import f1_score
 from seqeval.metrics.sequence_labeling import get_entities
 
+from experiments.metrics import mean
 from experiments.retention.prompts import ENTITY_TYPES, Prompt
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
-
-
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values) if values else float("nan")
 
 
 def last_number(text: str) -> str | None:
@@ -62,13 +59,13 @@ def gsm8k(records: list[dict], prompts: list[Prompt], outputs: list[str]) -> dic
     hits = [
         last_number(o) == records[p.record]["answer"] for p, o in zip(prompts, outputs, strict=True)
     ]
-    return {"gsm8k": _mean([float(h) for h in hits])}
+    return {"gsm8k": mean([float(h) for h in hits])}
 
 
 def gsm8k_gold(records: list[dict], prompts: list[Prompt], outputs: list[str]) -> dict[str, float]:
     """Gu et al.'s rule: the gold number appears in the output."""
     hits = [records[p.record]["answer"] in o for p, o in zip(prompts, outputs, strict=True)]
-    return {"gsm8k_gold": _mean([float(h) for h in hits])}
+    return {"gsm8k_gold": mean([float(h) for h in hits])}
 
 
 def rte(records: list[dict], prompts: list[Prompt], outputs: list[str]) -> dict[str, float]:
@@ -78,7 +75,7 @@ def rte(records: list[dict], prompts: list[Prompt], outputs: list[str]) -> dict[
         o = o.lower()
         pred = "entailment" if "true" in o else "not_entailment" if "false" in o else None
         hits.append(float(pred == records[p.record]["label"]))
-    return {"rte": _mean(hits)}
+    return {"rte": mean(hits)}
 
 
 def normalize_answer(text: str) -> str:
@@ -102,7 +99,7 @@ def nq(records: list[dict], prompts: list[Prompt], outputs: list[str]) -> dict[s
         out = normalize_answer(o)
         exact.append(float(out in answers))
         contains.append(float(_contains_span(out, answers)))
-    return {"nq": _mean(exact), "nq_contains": _mean(contains)}
+    return {"nq": mean(exact), "nq_contains": mean(contains)}
 
 
 def boolq(records: list[dict], prompts: list[Prompt], outputs: list[str]) -> dict[str, float]:
@@ -113,7 +110,7 @@ def boolq(records: list[dict], prompts: list[Prompt], outputs: list[str]) -> dic
         first = words[0].strip(string.punctuation) if words else ""
         gold = "yes" if records[p.record]["answer"] else "no"
         hits.append(float(first == gold))
-    return {"boolq": _mean(hits)}
+    return {"boolq": mean(hits)}
 
 
 _CHOICE = re.compile(r"(?<![A-Za-z])([A-D])(?![A-Za-z])")
@@ -125,7 +122,7 @@ def mutual(records: list[dict], prompts: list[Prompt], outputs: list[str]) -> di
     for p, o in zip(prompts, outputs, strict=True):
         m = _CHOICE.search(o)
         hits.append(float(m is not None and m.group(1) == records[p.record]["answer"]))
-    return {"mutual": _mean(hits)}
+    return {"mutual": mean(hits)}
 
 
 _ROUGE = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=False)
@@ -144,7 +141,7 @@ def samsum(records: list[dict], prompts: list[Prompt], outputs: list[str]) -> di
     scores = [
         rouge_mean(o, records[p.record]["summary"]) for p, o in zip(prompts, outputs, strict=True)
     ]
-    return {"samsum": _mean(scores)}
+    return {"samsum": mean(scores)}
 
 
 def entities_to_tags(tokens: list[str], predicted: dict[str, list[str]]) -> list[str]:
@@ -201,7 +198,7 @@ def conll03(records: list[dict], prompts: list[Prompt], outputs: list[str]) -> d
             else:
                 found[kind] += int(not output)
                 total[kind] += 1
-    recall = _mean([found[k] / total[k] for k in ENTITY_TYPES if total[k]])
+    recall = mean([found[k] / total[k] for k in ENTITY_TYPES if total[k]])
     return {"conll03": float(f1_score(y_true, y_pred)), "conll03_recall": recall}
 
 
@@ -212,7 +209,7 @@ def sst2(records: list[dict], prompts: list[Prompt], outputs: list[str]) -> dict
         o = o.lower()
         pred = 1 if "positive" in o else 0 if "negative" in o else None
         hits.append(float(pred == records[p.record]["label"]))
-    return {"sst2": _mean(hits)}
+    return {"sst2": mean(hits)}
 
 
 SCORERS: dict[str, Callable[[list[dict], list[Prompt], list[str]], dict[str, float]]] = {

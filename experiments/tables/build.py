@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from experiments.results import read_rows
 from experiments.tables.edit_tables import table1, table3, table4, table5
 from experiments.tables.figures import Figure, all_figures
 from experiments.tables.options_table import options_table
@@ -12,7 +13,7 @@ from experiments.tables.readings_table import readings_table
 from experiments.tables.render import Table, to_markdown, to_tex
 from experiments.tables.retention_tables import table2, table7_10
 from experiments.tables.routing_table import routing_table
-from experiments.tables.runs import Row, read_runs
+from experiments.tables.runs import Row
 
 BUILDERS: list[tuple[Callable[[list[Row], Path | None], Table], str]] = [
     (
@@ -98,7 +99,7 @@ def index(tables: list[tuple[Table, str]], figures: list[Figure]) -> str:
 
 def build(results: Path) -> tuple[list[Table], list[Figure]]:
     """All tables and figures from ``<results>/runs.csv``, written under ``<results>``."""
-    rows = read_runs(results / "runs.csv")
+    rows = read_rows(results / "runs.csv")
     runs_dir = results / "runs"
     out = results / "tables"
     out.mkdir(parents=True, exist_ok=True)

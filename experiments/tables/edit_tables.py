@@ -280,7 +280,7 @@ def table5(rows: list[Row], runs_dir: Path | None = None) -> Table:
     notes += [f"{NO_RUN}: {note}" for note in no_fit]
     notes.append(
         "ε acts only at inference, so an ε row needs no editing of its own: "
-        "`python -m experiments.variant <default eval=full run saved with save=true> "
+        "`python -m experiments.tools.variant <default eval=full run saved with save=true> "
         "method.eps=<ε>` evaluates that run's saved edits with another ε, as a new run."
     )
     return Table(

@@ -222,7 +222,9 @@ MARKERS = {"edit": "o", "rephrase": "^", "task": "x"}
 def fig4(codes_file: Path, out_dir: Path) -> Figure:
     """t-SNE of the allocation codes of five edits, their rephrases and NQ task inputs."""
     result = Figure("fig4_codes_tsne", "Figure 4: t-SNE of ELDER's allocation codes")
-    command = "python -m experiments.allocation_codes <ELDER run dir saved with save=true>"
+    command = (
+        "python -m experiments.elder_analysis.allocation_codes <ELDER run dir saved with save=true>"
+    )
     try:
         data = json.loads(codes_file.read_text())
         points = [p for p in data["points"] if p.get("code")]

@@ -9,7 +9,7 @@ from experiments.tables.names import name
 from experiments.tables.render import Block, Num, Table
 from experiments.tables.runs import Row, row_variant
 
-REPORT = "routing.json"  # written by `python -m experiments.routing <run>`
+REPORT = "routing.json"  # written by `python -m experiments.elder_analysis.routing <run>`
 KINDS = ("edit", "rephrase", "locality")
 
 
@@ -62,7 +62,7 @@ def routing_table(rows: list[Row], runs_dir: Path | None = None) -> Table:
         header=header,
         blocks=[Block(label, body) for label, body in blocks.items()],
         notes=[
-            "From `python -m experiments.routing results/runs/<run> [--checkpoint]` "
+            "From `python -m experiments.elder_analysis.routing results/runs/<run> [--checkpoint]` "
             "(`<run>/routing.json`): the edited model routes each edit prompt of its stream. "
             "*Stored = preset*: the code stored at the edit is the label's preset allocation. "
             "*Same code as stored, now*: after the whole stream. *Hamming to stored*: mean "

@@ -9,7 +9,6 @@ method key to its default in ``conf/method/<method>.yaml`` is dropped too.
 
 from __future__ import annotations
 
-import csv
 import functools
 import json
 import shlex
@@ -32,14 +31,6 @@ GROUPS = {"method", "model", "data", "eval", "logger", "sweep"}  # config group 
 # the default cell; dtype, in contrast, is a variant).
 BOOKKEEPING = {"run_name", "save", "resume", "results_dir", "seed", "data.n_edits", "model.device"}
 BOOKKEEPING_PREFIXES = ("checkpoint.", "eval.", "hydra.", "logger.")
-
-
-def read_runs(csv_path: Path) -> list[Row]:
-    """All rows of ``runs.csv`` (missing file: none); absent columns read as empty strings."""
-    if not csv_path.is_file():
-        return []
-    with open(csv_path, newline="") as f:
-        return [{k: (v or "").strip() for k, v in row.items() if k} for row in csv.DictReader(f)]
 
 
 def number(row: Row, column: str) -> float | None:

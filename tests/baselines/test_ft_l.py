@@ -19,7 +19,7 @@ def test_edit_is_learned_in_the_configured_layer_only_within_eps(tiny_model):
     module = tiny_model.layers["ft_l"]["module"]
     before = weights(tiny_model)
     # A random tiny model needs a wide box and a large step to learn a fact in one layer.
-    editor = FTL(tiny_model, module, lr=5e-2, iterations=60, eps=1.0)
+    editor = FTL(tiny_model, module=module, lr=5e-2, iterations=60, eps=1.0)
     editor.edit([record])
     assert target_is_argmax(editor, record)
     assert _changed(before, tiny_model) <= {f"{module}.weight", f"{module}.bias"}
@@ -29,7 +29,7 @@ def test_edit_is_learned_in_the_configured_layer_only_within_eps(tiny_model):
 
     tensors, meta = editor.state()
     arch = "gpt2" if "transformer" in module else "llama"
-    rebuilt = FTL(fresh := tiny(arch), module)
+    rebuilt = FTL(fresh := tiny(arch), module=module)
     rebuilt.load_state(tensors, meta)
     enc = encode(fresh.tokenizer, [record.prompt], [record.target])
     torch.testing.assert_close(rebuilt.forward(enc).logits, editor.forward(enc).logits)
@@ -40,7 +40,7 @@ def test_clamp_reference_bounds_the_drift_over_a_stream(reference, bound):
     model = tiny("gpt2")
     module = model.layers["ft_l"]["module"]
     w0 = model.module(module).weight.detach().clone()
-    editor = FTL(model, module, lr=1e-1, iterations=3, eps=1e-3, clamp_reference=reference)
+    editor = FTL(model, module=module, lr=1e-1, iterations=3, eps=1e-3, clamp_reference=reference)
     stream = records(2)
     editor.edit(stream[:1])
     editor.edit(stream[1:])

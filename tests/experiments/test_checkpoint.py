@@ -223,7 +223,7 @@ def test_a_half_written_checkpoint_is_never_read(tmp_path):
 
 
 def test_ask_prints_edited_and_unedited_answers(reference, capsys):
-    from experiments.ask import main
+    from experiments.tools.ask import main
 
     prompt = _records(1)[0].prompt
     assert main([str(reference), prompt, "--max-new-tokens", "3"]) == 0

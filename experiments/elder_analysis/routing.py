@@ -1,6 +1,6 @@
 """How a finished ELDER run routes its own edits: does the guided loss take hold?
 
-    python -m experiments.routing results/runs/<elder run> [--checkpoint] [--n 200]
+    python -m experiments.elder_analysis.routing results/runs/<elder run> [--checkpoint] [--n 200]
 
 The run's edited model (its saved edits, or with ``--checkpoint`` its last checkpoint, for a
 run made without ``save=true``) routes the first n edit prompts of its stream, their
@@ -34,8 +34,8 @@ from elder.allocation import hamming, min_hamming, pack, topk_code
 from elder.editor import EditRecord
 from elder.method import guided_loss
 from elder.saved import SAVED_DIR, editor_class, run_config
-from experiments.allocation_codes import router_scores
 from experiments.checkpoint import latest
+from experiments.elder_analysis.allocation_codes import router_scores
 from experiments.results import write_json
 from experiments.runner import build
 
@@ -100,7 +100,7 @@ def report(editor: ELDER, records: list[EditRecord]) -> dict[str, Any]:
         "expert_usage": code.view_as(preset_code).float().mean(0).tolist(),  # (L, N)
         "deferral": {
             kind: {
-                "deferred": (d >= cfg.eps).float().mean().item(),
+                "deferred": editor.defers(d).float().mean().item(),
                 "hamming_to_nearest": {
                     "min": d.min().item(),
                     "median": d.median().item(),

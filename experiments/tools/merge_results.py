@@ -1,6 +1,6 @@
 """Bring runs made elsewhere (the GPU machine, a cluster) into this results folder.
 
-    python -m experiments.merge_results <results folder or .tar.gz> [--into results]
+    python -m experiments.tools.merge_results <results folder or .tar.gz> [--into results]
 
 The source is a results folder written by the project's own runner (``results_dir=<folder>``):
 a ``runs.csv`` and a folder per run under ``runs/``. Each row that ``<into>/runs.csv`` lacks

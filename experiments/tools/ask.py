@@ -1,6 +1,6 @@
 """Ask a saved edited model questions from the terminal, next to the unedited model.
 
-    python -m experiments.ask results/runs/<run_id> "What university did Watts Humphrey attend?"
+    python -m experiments.tools.ask results/runs/<run_id> "Where did Watts Humphrey study?"
 
 The run must have been made with ``save=true``. Greedy answers of the edited model (with what
 the method reports, e.g. ELDER's deferral) and of the base model; when a question is one of

@@ -5,8 +5,8 @@ import csv
 import pytest
 import torch
 
-from experiments.reevaluate import reevaluate
 from experiments.runner import run
+from experiments.tools.reevaluate import reevaluate
 from tests.conftest import compose_cfg
 
 TINY = ["model=tiny_llama", "data.n_edits=4", "method.iterations=2", "logger=none"]

@@ -1,6 +1,6 @@
 """Run the retention benchmark again on a finished run's saved edits, without editing again.
 
-    python -m experiments.reevaluate results/runs/<run> [more runs] [--n-per-task 100]
+    python -m experiments.tools.reevaluate results/runs/<run> [more runs] [--n-per-task 100]
 
 For runs made with ``save=true``: after the retention prompts change (``PROMPT_VERSION``), or
 for a run made with ``eval=edit``. The run's unedited model is rebuilt from its
@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 from elder.saved import SAVED_DIR, load, load_base, run_config
 from experiments.checkpoint import lock_run
 from experiments.configs import compose
-from experiments.results import append_row, git_commit, write_json
+from experiments.results import finish_run, git_commit
 from experiments.runner import build
 
 
@@ -49,27 +49,27 @@ def reevaluate(run_dir: str | Path, n_per_task: int | None = None) -> dict[str, 
         raise FileNotFoundError(f"{run_dir} has no saved edits ('{SAVED_DIR}/'): save=true")
     run_cfg = run_config(run_dir)
     node = retention_config(run_cfg, n_per_task)
-    lock = lock_run(run_dir)
-    model = load_base(run_dir)
-    retention = build(node, model=model)  # fingerprints the untouched weights
-    retention.prepare()
-    editor = load(run_dir, model=model)
-    result = retention.evaluate(editor, run_dir)
-    row = json.loads(metrics.read_text())
-    overrides = row.get("overrides", "")
-    if run_cfg.eval.get("retention") is None:
-        overrides = f"{overrides} eval=full".strip()
-    if n_per_task is not None:
-        kept = [o for o in shlex.split(overrides) if not o.startswith("eval.retention.n_per_task=")]
-        overrides = shlex.join([*kept, f"eval.retention.n_per_task={n_per_task}"])
-    row.update({k: round(v, 6) for k, v in result.items()})
-    row["overrides"] = overrides
-    row["retention_commit"] = git_commit()
-    row["retention_timestamp"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    row["timestamp"] = row["retention_timestamp"]  # the latest row of a run is the one tables use
-    write_json(metrics, row)
-    append_row(Path(run_cfg.results_dir) / "runs.csv", row)
-    lock.close()
+    with lock_run(run_dir):
+        model = load_base(run_dir)
+        retention = build(node, model=model)  # fingerprints the untouched weights
+        retention.prepare()
+        editor = load(run_dir, model=model)
+        result = retention.evaluate(editor, run_dir)
+        row = json.loads(metrics.read_text())
+        overrides = row.get("overrides", "")
+        if run_cfg.eval.get("retention") is None:
+            overrides = f"{overrides} eval=full".strip()
+        if n_per_task is not None:
+            kept = [
+                o for o in shlex.split(overrides) if not o.startswith("eval.retention.n_per_task=")
+            ]
+            overrides = shlex.join([*kept, f"eval.retention.n_per_task={n_per_task}"])
+        row.update({k: round(v, 6) for k, v in result.items()})
+        row["overrides"] = overrides
+        row["retention_commit"] = git_commit()
+        row["retention_timestamp"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        row["timestamp"] = row["retention_timestamp"]  # a run's latest row is the one tables use
+        finish_run(run_dir, run_cfg.results_dir, row, predictions=None)
     return row
 
 

@@ -1,6 +1,6 @@
 """Fig. 4's data: the allocation codes of edits, their rephrases and NQ task inputs."""
 
-from experiments.allocation_codes import codes
+from experiments.elder_analysis.allocation_codes import codes
 from experiments.runner import run
 from tests.conftest import compose_cfg
 

@@ -1,6 +1,6 @@
 """Reliability on the first and the last edits of a stream: how much of the early edits survive.
 
-    python -m experiments.forgetting results/runs/<run> [results/runs/<run> ...] [--window 100]
+    python -m experiments.tools.forgetting results/runs/<run> [more runs] [--window 100]
 
 Reads each run's ``predictions.jsonl`` (edit prompts in stream order) and prints the exact-match
 reliability on edits 1..window and on the last ``window`` edits, after the whole stream.

@@ -4,8 +4,8 @@ import tarfile
 
 import pytest
 
-from experiments.merge_results import main, merge
 from experiments.results import append_row, read_rows
+from experiments.tools.merge_results import main, merge
 
 
 def results(root, *run_ids, ts="2026-11-26T22:00:00+00:00", machine="NVIDIA H100 80GB HBM3"):

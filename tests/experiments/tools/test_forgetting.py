@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from experiments.forgetting import edit_exact, first_last, main
+from experiments.tools.forgetting import edit_exact, first_last, main
 
 
 def _run(tmp_path, exact_edits):

@@ -9,7 +9,7 @@ import torch
 from omegaconf import OmegaConf
 
 from experiments.runner import run
-from experiments.variant import derive
+from experiments.tools.variant import derive
 from tests.conftest import compose_cfg
 
 SOURCE = [

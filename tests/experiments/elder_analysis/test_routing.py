@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from elder.allocation import pack
-from experiments.routing import load_editor, report
+from experiments.elder_analysis.routing import load_editor, report
 from experiments.runner import run
 from tests.conftest import compose_cfg, tiny
 from tests.elder.test_elder import _elder, _records

@@ -1,6 +1,6 @@
 """Evaluate a saved run again with other inference-time options, as a new run, without editing.
 
-    python -m experiments.variant results/runs/<run> method.eps=6 [--name <run name>]
+    python -m experiments.tools.variant results/runs/<run> method.eps=6 [--name <run name>]
 
 ELDER's deferral threshold ε (``method.eps``) only decides, at inference, which inputs fall
 back to the unedited model; training never reads it. So the paper's ε sweep (Table 5) needs
@@ -33,10 +33,9 @@ from experiments.evaluation import (
     base_key,
     base_predictions,
     evaluate_edited,
-    prediction_rows,
 )
-from experiments.results import append_row, git_commit, write_json, write_jsonl
-from experiments.runner import build, retention_evaluator, write_text
+from experiments.results import finish_run, git_commit, write_text
+from experiments.runner import build, retention_evaluator
 
 # The source row's columns that describe the editing, which the variant shares.
 EDITING = (
@@ -91,39 +90,33 @@ def derive(source: str | Path, options: list[str], name: str | None = None) -> d
     editor = load(source, model=model, options=changed)
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    lock = lock_run(run_dir)
-    cfg.method.merge_with(changed)
-    cfg.run_name = name
-    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    source_row = json.loads((source / "metrics.json").read_text())
-    kept = [
-        o
-        for o in shlex.split(source_row.get("overrides", ""))
-        if o.split("=", 1)[0] not in {"run_name", *(f"method.{k}" for k in changed)}
-    ]
-    overrides = [*kept, *(f"method.{k}={v}" for k, v in changed.items()), f"run_name={name}"]
-    write_text(run_dir / "overrides.txt", shlex.join(overrides))
+    with lock_run(run_dir):
+        cfg.method.merge_with(changed)
+        cfg.run_name = name
+        write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        source_row = json.loads((source / "metrics.json").read_text())
+        kept = [
+            o
+            for o in shlex.split(source_row.get("overrides", ""))
+            if o.split("=", 1)[0] not in {"run_name", *(f"method.{k}" for k in changed)}
+        ]
+        overrides = [*kept, *(f"method.{k}={v}" for k, v in changed.items()), f"run_name={name}"]
+        write_text(run_dir / "overrides.txt", shlex.join(overrides))
 
-    edited, answers, result = evaluate_edited(
-        editor, model, stream, bs, base, retention, run_dir, cfg.eval.get("free_decoding", False)
-    )
-    row = {
-        "run_id": name,
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        **{k: source_row[k] for k in EDITING if k in source_row},
-        **{k: round(v, 6) for k, v in result.items()},
-        "total_s": round(time.perf_counter() - t0, 1),
-        "overrides": shlex.join(overrides),
-        "derived_from": source.name,
-        "eval_commit": commit,
-    }
-    write_json(run_dir / "metrics.json", row)
-    write_jsonl(
-        run_dir / "predictions.jsonl",
-        prediction_rows(stream, edited, base, model.tokenizer, answers),
-    )
-    append_row(Path(cfg.results_dir) / "runs.csv", row)
-    lock.close()
+        result, predictions = evaluate_edited(
+            editor, model, stream, cfg.eval, base, retention, run_dir
+        )
+        row = {
+            "run_id": name,
+            "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **{k: source_row[k] for k in EDITING if k in source_row},
+            **{k: round(v, 6) for k, v in result.items()},
+            "total_s": round(time.perf_counter() - t0, 1),
+            "overrides": shlex.join(overrides),
+            "derived_from": source.name,
+            "eval_commit": commit,
+        }
+        finish_run(run_dir, cfg.results_dir, row, predictions)
     return row
 
 

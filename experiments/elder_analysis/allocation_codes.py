@@ -1,6 +1,6 @@
 """The allocation codes behind the paper's Fig. 4, from a saved ELDER run.
 
-    python -m experiments.allocation_codes results/runs/<elder run with save=true>
+    python -m experiments.elder_analysis.allocation_codes results/runs/<elder run with save=true>
 
 Five edits of the run's stream and their rephrases (seeded choice) and twenty NQ task inputs
 (the retention prompts) are routed by the edited model; each input's allocation code (the
@@ -51,7 +51,7 @@ def route(editor: ELDER, text: str) -> dict[str, Any]:
         "code": code.flatten().tolist(),
         "scores": [round(s, 5) for s in scores.flatten().tolist()],
         "hamming_to_nearest_edit": distance,
-        "deferred": distance >= editor.config.eps,
+        "deferred": bool(editor.defers(torch.tensor(distance))),
     }
 
 
