@@ -37,7 +37,7 @@ from torch import nn
 
 from baselines._common import block_of, target_logits
 from elder import trunk
-from elder.editor import Editor, EditRecord, Encoded
+from elder.editor import Editor, EditRecord
 from elder.models import LoadedModel, get_module, set_module
 from elder.molora import io_features
 
@@ -197,9 +197,11 @@ class LEMoE(Editor):
         m = mask.to(emb.dtype)[..., None]
         return (emb * m).sum(1) / m.sum(1).clamp_min(1)
 
-    def _prompt_mask(self, enc: Encoded) -> torch.Tensor:
-        positions = torch.arange(enc.input_ids.shape[1], device=enc.input_ids.device)
-        return positions[None, :] <= enc.prompt_last[:, None]  # (B, T): the prompt tokens
+    @staticmethod
+    def _prompt_mask(attention_mask: torch.Tensor, prompt_last: torch.Tensor) -> torch.Tensor:
+        """(B, T) True at the prompt tokens: attended, and at or before ``prompt_last``."""
+        positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+        return attention_mask.bool() & (positions[None, :] <= prompt_last[:, None])
 
     def _route(self, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Top-1 expert and its gate g(i*|x) for instance embeddings (B, d)."""
@@ -212,7 +214,8 @@ class LEMoE(Editor):
         cfg = self.config
         enc = self.encode(batch)
         with torch.no_grad():
-            e = self.instance_embedding(enc.input_ids, self._prompt_mask(enc))  # (B, d)
+            prompt = self._prompt_mask(enc.attention_mask, enc.prompt_last)
+            e = self.instance_embedding(enc.input_ids, prompt)  # (B, d)
         t = self.n_experts
         self.layer.new_expert(self.generator)
         params = [self.layer.lora_A[t], self.layer.lora_B[t]]
@@ -277,7 +280,8 @@ class LEMoE(Editor):
             return [records]
         enc = self.encode(records)
         with torch.no_grad():
-            e = self.instance_embedding(enc.input_ids, self._prompt_mask(enc)).float().cpu()
+            prompt = self._prompt_mask(enc.attention_mask, enc.prompt_last)
+            e = self.instance_embedding(enc.input_ids, prompt).float().cpu()
         labels = KMeans(n_batches, n_init=10, random_state=self.config.seed).fit_predict(e.numpy())
         # Sorting by cluster keeps each cluster contiguous; chunks then rarely span two.
         order = sorted(range(len(records)), key=lambda i: (labels[i], i))
@@ -303,9 +307,7 @@ class LEMoE(Editor):
         if not self.n_experts:
             yield {}
             return
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        prompt = attention_mask.bool() & (positions[None, :] <= prompt_last[:, None])  # (B, T)
-        e = self.instance_embedding(input_ids, prompt)
+        e = self.instance_embedding(input_ids, self._prompt_mask(attention_mask, prompt_last))
         expert, gate = self._route(e)
         self.layer.expert, self.layer.gate = expert, gate.to(e.dtype)
         try:

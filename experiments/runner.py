@@ -207,8 +207,9 @@ def edit_stream(
     batches = stream.batches()
     progress = tqdm(total=len(batches), initial=done, desc=f"editing ({editor.name})", unit="batch")
     for step in range(done, len(batches)):
+        last = step + 1 == len(batches)
         stats = editor.edit(batches[step])
-        if step + 1 == len(batches):  # edits a method held back go in now (LEMoE's planning)
+        if last:  # edits a method held back go in now (LEMoE's order planning)
             stats = {**stats, **{f"flush_{k}": v for k, v in editor.flush().items()}}
         check_finite(stats, step + 1, checkpoints.last, run_dir)
         logger.log({f"train/{k}": v for k, v in stats.items()}, step=step)
@@ -216,7 +217,6 @@ def edit_stream(
         immediate.after_batch(editor, step, batches[step])
         elapsed = edit_seconds + time.perf_counter() - start - not_editing()
         so_far = stream.records[: (step + 1) * stream.batch_size]
-        last = step + 1 == len(batches)
         point = curve.after_batch(editor, so_far, step * stream.batch_size, last, elapsed)
         if point is not None:
             logger.log({f"curve/{k}": v for k, v in point.items()}, step=step)
