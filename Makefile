@@ -1,6 +1,7 @@
 # Everyday commands. `make install` once, then `make test`; experiments are `python run.py ...`.
 PY ?= .venv/bin/python
-export ELDER_DATA_DIR ?= $(abspath ../shared/data)
+# The shared data beside the clone, where there is one; else the tests write their own files.
+export ELDER_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 
 .PHONY: install test lint bench run tables
 

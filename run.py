@@ -31,9 +31,16 @@ SHOWN = (
 )
 
 
+# What a bad input raises: a mistyped override (Hydra, OmegaConf), a missing file, a bad value.
+BAD_INPUT = (ValueError, FileNotFoundError, HydraException, OmegaConfBaseException)
+
+
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    row = run(cfg, overrides=tuple(HydraConfig.get().overrides.task))
+    try:
+        row = run(cfg, overrides=tuple(HydraConfig.get().overrides.task))
+    except BAD_INPUT as err:  # here, before Hydra adds a line of its own to stderr
+        fail(err)
     print("  ".join(f"{k}={row[k]}" for k in SHOWN if k in row), f"\nrun: {row['run_id']}")
 
 
@@ -46,12 +53,17 @@ def message(err: BaseException) -> str:
     return ": ".join(lines)
 
 
+def fail(err: BaseException) -> None:
+    """Exit 2 with one ``error:`` line (the traceback instead with ``ELDER_TRACEBACK=1``)."""
+    if os.environ.get("ELDER_TRACEBACK"):
+        raise err
+    print(f"error: {message(err)}", file=sys.stderr)
+    sys.exit(2)
+
+
 if __name__ == "__main__":
-    os.environ["HYDRA_FULL_ERROR"] = "1"  # errors reach the handler below, not Hydra's printer
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # composition errors reach the handler below
     try:
         main()
-    except (ValueError, FileNotFoundError, HydraException, OmegaConfBaseException) as err:
-        if os.environ.get("ELDER_TRACEBACK"):
-            raise
-        print(f"error: {message(err)}", file=sys.stderr)
-        sys.exit(2)
+    except BAD_INPUT as err:
+        fail(err)

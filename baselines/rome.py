@@ -63,7 +63,7 @@ class ROMEConfig:
     prefix_lengths: list[list[int]] = field(default_factory=lambda: [[5, 10], [10, 10]])
     prefix_seed: int = 0  # (length, count) pairs above are sampled with this seed
     mom2_adjustment: bool = True  # C = E[k kᵀ] over mom2_corpus (false: C = I)
-    mom2_corpus: str = "tasks/test-ClosedDomainQA.jsonl"  # JSON lines under $ELDER_DATA_DIR
+    mom2_corpus: str = "tasks/test-ClosedDomainQA.jsonl"  # JSON lines, a data path (elder.data)
     mom2_text_field: str = "passage"
     mom2_n_samples: int | None = None  # texts used (None: all)
     stats_dir: str = "results/cache/rome"

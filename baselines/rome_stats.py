@@ -1,16 +1,15 @@
 """Second-moment statistics C = E[k kᵀ] of the keys entering a layer (ROME, Section 3.1).
 
 ROME estimates C from 100,000 Wikipedia samples; no Wikipedia is readable here, so the corpus
-is a text field of a JSON-lines file under ``$ELDER_DATA_DIR`` (by default the BoolQ passages
-of the general-task benchmark). C is computed once per model, layer and corpus and cached on
-disk as safetensors.
+is a text field of a JSON-lines data file (:func:`elder.data.data_file`; by default the BoolQ
+passages of the general-task benchmark). C is computed once per model, layer and corpus and
+cached on disk as safetensors.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -18,9 +17,8 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from elder.atomic import atomic_path
+from elder.data import data_file
 from elder.models import LoadedModel, get_module
-
-DATA_ENV = "ELDER_DATA_DIR"
 
 
 class _Stop(Exception):
@@ -29,14 +27,7 @@ class _Stop(Exception):
 
 def corpus_texts(path: str, text_field: str, n_samples: int | None) -> list[str]:
     """The first ``n_samples`` values of ``text_field`` in a JSON-lines file (None: all)."""
-    file = Path(path)
-    if not file.is_absolute():
-        root = os.environ.get(DATA_ENV)
-        if not root:
-            raise FileNotFoundError(f"ROME corpus '{path}' is relative but ${DATA_ENV} is not set")
-        file = Path(root) / path
-    if not file.is_file():
-        raise FileNotFoundError(f"ROME corpus '{path}' not found: looked for {file}")
+    file = data_file(path)
     texts = []
     with open(file) as f:
         for line_no, line in enumerate(f, 1):

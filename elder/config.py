@@ -24,7 +24,7 @@ class ELDERConfig:
     first_layer: int  # block index of the first MoLoRA layer
     # Block whose input at the last prompt token is the routing query (default: first_layer).
     query_block: int | None = None
-    # -- where the paper is silent, the reference code decides (README, "ELDER's options") --
+    # -- where the paper is silent, the reference code decides (docs/elder.md, "ELDER's options")
     # "fc_input": the input of the FC layer ``layer_pattern`` in ``query_block`` (reference);
     # "residual": the hidden state entering ``query_block``.
     query: str = "fc_input"

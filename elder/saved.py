@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from elder.atomic import replace_dir
+from elder.atomic import atomic_dir
 from elder.editor import Editor
 from elder.models import LoadedModel
 
@@ -56,10 +55,8 @@ def read_state(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
 def save(editor: Editor, directory: Path) -> None:
     """Save the editor's edits into ``directory`` (written to a temporary folder first)."""
     tensors, meta = editor.state()
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-    write_state(tmp, tensors, {"method": editor.name, **meta})
-    replace_dir(tmp, directory)
+    with atomic_dir(directory) as tmp:
+        write_state(tmp, tensors, {"method": editor.name, **meta})
 
 
 def restore(editor: Editor, directory: Path) -> None:

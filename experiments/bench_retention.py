@@ -177,7 +177,6 @@ def main() -> None:
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    os.environ.setdefault("ELDER_DATA_DIR", os.path.abspath("../shared/data"))
 
     cfg = compose([f"model={args.model}", "eval=full"])
     if args.batching is None:

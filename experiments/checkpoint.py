@@ -22,7 +22,6 @@ import os
 import random
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,7 +34,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file, save_file
 
-from elder.atomic import replace_dir
+from elder.atomic import atomic_dir
 from elder.editor import Editor
 from elder.saved import read_state, run_config, write_state
 from experiments.metrics import Prediction
@@ -147,21 +146,20 @@ class Checkpoints:
     def save(self, batches_done: int, edit_seconds: float) -> None:
         """Write a full checkpoint, then point ``latest.json`` at it, then drop older ones."""
         t0 = time.perf_counter()
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.root))
-        tensors, meta = self.editor.state()
-        write_state(tmp, tensors, {"method": self.editor.name, **meta})
-        rng_tensors, rng_meta = rng_state()
-        save_file({k: v.contiguous() for k, v in rng_tensors.items()}, str(tmp / "rng.safetensors"))
-        progress = {
-            "batches_done": batches_done,
-            "edit_seconds": edit_seconds,
-            "by_machine": self.by_machine(batches_done, edit_seconds),
-            "rng": rng_meta,
-        }
-        (tmp / "progress.json").write_text(json.dumps(progress))
         name = f"step-{batches_done:06d}"
-        replace_dir(tmp, self.root / name)
+        with atomic_dir(self.root / name) as tmp:
+            tensors, meta = self.editor.state()
+            write_state(tmp, tensors, {"method": self.editor.name, **meta})
+            rng_tensors, rng_meta = rng_state()
+            rng_tensors = {k: v.contiguous() for k, v in rng_tensors.items()}
+            save_file(rng_tensors, str(tmp / "rng.safetensors"))
+            progress = {
+                "batches_done": batches_done,
+                "edit_seconds": edit_seconds,
+                "by_machine": self.by_machine(batches_done, edit_seconds),
+                "rng": rng_meta,
+            }
+            (tmp / "progress.json").write_text(json.dumps(progress))
         _atomic_json(self.root / LATEST, {"dir": name, "batches_done": batches_done})
         for old in self.root.iterdir():  # older checkpoints and leftovers of a killed write
             if old.is_dir() and old.name != name:

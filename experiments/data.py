@@ -5,16 +5,18 @@ A stream is edited record by record; it is evaluated on its probes, one list of
 and locality prompt; a stream whose facts come in several phrasings (``counterfact_paper``,
 ``zsre_balanced``) holds its generalization and locality probes out explicitly.
 
-Files are read from the data directory named by ``ELDER_DATA_DIR`` (see README, "Data").
+Files are found by :func:`elder.data.data_file`: ``$ELDER_DATA_DIR``, the user cache, or their
+public source (see docs/usage.md, "Data").
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from elder.data import DATA_ENV, data_file
 from experiments.streams.counterfact import counterfact
 from experiments.streams.counterfact_paper import counterfact_paper
-from experiments.streams.files import DATA_ENV, MAX_FIELD_CHARS, data_file
+from experiments.streams.files import MAX_FIELD_CHARS
 from experiments.streams.stream import EditStream, Probe, Probes, record_probes
 from experiments.streams.zsre import zsre
 from experiments.streams.zsre_balanced import zsre_balanced

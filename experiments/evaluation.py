@@ -123,7 +123,7 @@ def evaluate_edited(
     run_dir: Path,
 ) -> tuple[dict[str, float], list[dict]]:
     """The final evaluation of a run (``run.py`` and ``variant``): its metrics, with retention
-    when there is an evaluator, and its prediction rows (``predictions.jsonl``).
+    when there is an evaluator, and its prediction rows (``predictions.jsonl.gz``).
 
     ``eval_cfg`` is the run's ``eval`` config: ``batch_size`` and ``free_decoding``.
     """

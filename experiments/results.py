@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import fcntl
+import gzip
 import json
 import os
 import platform
@@ -15,6 +16,9 @@ from typing import Any
 import torch
 
 from elder.atomic import atomic_path
+
+PREDICTIONS = "predictions.jsonl.gz"  # every evaluated prompt of a run (gzip'd JSON lines)
+LEGACY_PREDICTIONS = "predictions.jsonl"  # the same, uncompressed, in runs before 2026-12-01
 
 # Every run writes these columns first, whatever the method; later columns are added as needed.
 CORE_COLUMNS = [
@@ -122,11 +126,12 @@ def finish_run(
 ) -> None:
     """The end of every run (``run.py``, ``variant``, ``reevaluate``): its outputs, then its row.
 
-    ``predictions.jsonl`` first, then ``metrics.json`` (which marks the run finished), then
-    the ``runs.csv`` row; ``predictions`` None keeps the folder's own.
+    The predictions first, then ``metrics.json`` (which marks the run finished), then the
+    ``runs.csv`` row; ``predictions`` None keeps the folder's own.
     """
     if predictions is not None:
-        write_jsonl(run_dir / "predictions.jsonl", predictions)
+        write_jsonl(run_dir / PREDICTIONS, predictions)
+        (run_dir / LEGACY_PREDICTIONS).unlink(missing_ok=True)
     write_json(run_dir / "metrics.json", row)
     append_row(Path(results_dir) / "runs.csv", row)
 
@@ -140,16 +145,37 @@ def read_rows(csv_path: Path) -> list[dict[str, str]]:
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    """One JSON object per line, written atomically (the old file or the new one)."""
-    write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    """One JSON object per line, written atomically; gzip'd (reproducibly) for ``*.gz``."""
+    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    if path.suffix != ".gz":
+        write_text(path, text)
+        return
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(gzip.compress(text.encode(), mtime=0))  # mtime 0: same rows, same bytes
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The rows of a JSON-lines file, plain or gzip'd (``*.gz``)."""
+    data = path.read_bytes()
+    text = (gzip.decompress(data) if path.suffix == ".gz" else data).decode()
+    return [json.loads(line) for line in text.splitlines() if line]
+
+
+def predictions_file(run_dir: Path) -> Path:
+    """A run's predictions: today's gzip'd file, or an older run's plain one."""
+    legacy = run_dir / LEGACY_PREDICTIONS
+    return (
+        legacy
+        if legacy.is_file() and not (run_dir / PREDICTIONS).is_file()
+        else run_dir / PREDICTIONS
+    )
 
 
 def keep_jsonl(path: Path, keep: Callable[[dict[str, Any]], bool]) -> None:
     """Rewrite a JSON-lines file with the rows ``keep`` accepts (a no-op without the file)."""
     if not path.is_file():
         return
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line]
-    write_jsonl(path, [r for r in rows if keep(r)])
+    write_jsonl(path, [r for r in read_jsonl(path) if keep(r)])
 
 
 class TrainLog:

@@ -53,6 +53,21 @@ class EvalConfig:
 
 
 @dataclass
+class NullLoggerConfig:
+    _target_: str = "experiments.loggers.NullLogger"
+
+
+@dataclass
+class WandbLoggerConfig:
+    """The arguments of :class:`experiments.loggers.WandbLogger`."""
+
+    _target_: str = "experiments.loggers.WandbLogger"
+    project: str = "elder"
+    mode: str = "offline"
+    entity: str | None = None
+
+
+@dataclass
 class RunConfig:
     model: Any = MISSING
     data: Any = MISSING
@@ -126,6 +141,8 @@ def register() -> None:
     store.store(group="data", name="data_schema", node=DataConfig)
     store.store(group="data", name="shuffled_data_schema", node=ShuffledDataConfig)
     store.store(group="data", name="zsre_balanced_schema", node=ZsreBalancedConfig)
+    store.store(group="logger", name="none_schema", node=NullLoggerConfig)
+    store.store(group="logger", name="wandb_schema", node=WandbLoggerConfig)
     for name, editor in EDITORS.items():
         store.store(group="method", name=f"{name}_schema", node=method_schema(editor))
 

@@ -212,14 +212,7 @@ def sst2(records: list[dict], prompts: list[Prompt], outputs: list[str]) -> dict
     return {"sst2": mean(hits)}
 
 
-SCORERS: dict[str, Callable[[list[dict], list[Prompt], list[str]], dict[str, float]]] = {
-    "gsm8k": gsm8k,
-    "gsm8k_gold": gsm8k_gold,
-    "rte": rte,
-    "nq": nq,
-    "boolq": boolq,
-    "mutual": mutual,
-    "samsum": samsum,
-    "conll03": conll03,
-    "sst2": sst2,
+Scorer = Callable[[list[dict], list[Prompt], list[str]], dict[str, float]]
+SCORERS: dict[str, Scorer] = {
+    f.__name__: f for f in (gsm8k, gsm8k_gold, rte, nq, boolq, mutual, samsum, conll03, sst2)
 }

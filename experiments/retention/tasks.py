@@ -1,6 +1,6 @@
 """Loaders of the 8 general tasks of Gu et al. 2024, one per task, as lists of plain records.
 
-Files live under ``$ELDER_DATA_DIR/tasks`` (see the data README). Each loader returns JSON-able
+Files are data paths under ``tasks/`` (:mod:`elder.data`). Each loader returns JSON-able
 dicts in file order; the counts are the README's.
 """
 
@@ -13,14 +13,15 @@ import json
 import re
 from pathlib import Path
 
-from experiments.data import data_file
+from elder.data import data_file, data_folder
+from elder.data.sources import FOLDERS
 
 FILES = {
     "gsm8k": "tasks/test-reasoning.jsonl",
     "rte": "tasks/test-NLI.tsv",
     "nq": "tasks/test-OpenDomainQA.jsonl",
     "boolq": "tasks/test-ClosedDomainQA.jsonl",
-    "mutual": "tasks/test-dialogue/dev_1.txt",  # the folder of dev_<i>.txt files
+    "mutual": "tasks/test-dialogue",  # a folder of dev_<i>.txt files
     "samsum": "tasks/test-summarization.json",
     "conll03": "tasks/test-NER.txt",
     "sst2": "tasks/test-SentimentAnalysis.tsv",
@@ -75,9 +76,9 @@ def boolq(file: Path) -> list[dict]:
     ]
 
 
-def mutual(file: Path) -> list[dict]:
+def mutual(folder: Path) -> list[dict]:
     """MuTual dev: dev_1..dev_886 in numeric order (Gu et al.'s), Python-literal dicts."""
-    files = sorted(file.parent.glob("dev_*.txt"), key=lambda p: int(p.stem.split("_")[1]))
+    files = sorted(folder.glob("dev_*.txt"), key=lambda p: int(p.stem.split("_")[1]))
     out = []
     for f in files:
         r = ast.literal_eval(f.read_text(encoding="utf8"))  # literals only, never eval
@@ -119,16 +120,7 @@ def sst2(file: Path) -> list[dict]:
     return [{"sentence": s.strip(), "label": int(label)} for s, label in _tsv(file)]
 
 
-LOADERS = {
-    "gsm8k": gsm8k,
-    "rte": rte,
-    "nq": nq,
-    "boolq": boolq,
-    "mutual": mutual,
-    "samsum": samsum,
-    "conll03": conll03,
-    "sst2": sst2,
-}
+LOADERS = {f.__name__: f for f in (gsm8k, rte, nq, boolq, mutual, samsum, conll03, sst2)}
 
 
 def base_task(task: str) -> str:
@@ -142,4 +134,5 @@ def load_task(task: str) -> list[dict]:
     name = base_task(task)
     if name not in LOADERS:
         raise ValueError(f"unknown retention task '{task}'; known: {sorted(LOADERS)}")
-    return LOADERS[name](data_file(FILES[name]))
+    path = FILES[name]
+    return LOADERS[name](data_folder(path) if path in FOLDERS else data_file(path))

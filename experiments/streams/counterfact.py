@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from elder.data import data_file
 from elder.editor import EditRecord
-from experiments.streams.files import case_id, data_file, field, read_json, take
+from experiments.streams.files import case_id, fields, read_json, take
+
+# EditRecord field -> key of EasyEdit's flattened CounterFact
+COLUMNS = dict(
+    prompt="prompt", target="target_new", rephrase="rephrase_prompt",
+    loc_prompt="locality_prompt", loc_target="locality_ground_truth", subject="subject",
+)  # fmt: skip
 
 
 def counterfact(paths: tuple[str, ...], n_edits: int) -> list[EditRecord]:
@@ -19,17 +26,9 @@ def counterfact(paths: tuple[str, ...], n_edits: int) -> list[EditRecord]:
             and r["rephrase_prompt"].strip()
         ):
             continue  # the paper's rule: only cases with a rephrase
+        case = case_id(r, f, i)
         records.append(
-            EditRecord(
-                prompt=field(r, "prompt", f, i),
-                target=field(r, "target_new", f, i),
-                rephrase=field(r, "rephrase_prompt", f, i),
-                loc_prompt=field(r, "locality_prompt", f, i),
-                loc_target=field(r, "locality_ground_truth", f, i),
-                subject=field(r, "subject", f, i),
-                case_id=case_id(r, f, i),
-                fact=f"counterfact:{case_id(r, f, i)}",
-            )
+            EditRecord(**fields(r, f, i, **COLUMNS), case_id=case, fact=f"counterfact:{case}")
         )
         if len(records) == n_edits:
             break

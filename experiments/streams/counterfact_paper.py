@@ -19,8 +19,9 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from elder.data import data_file
 from elder.editor import EditRecord
-from experiments.streams.files import case_id, data_file, field, read_json, strings
+from experiments.streams.files import case_id, field, read_json, strings
 from experiments.streams.stream import Probe, Probes
 
 EDITS_PER_CASE = 2  # the requested prompt and the first paraphrase

@@ -1,37 +1,17 @@
-"""Reading and checking data files: where a file is found, and each field it must have."""
+"""Reading and checking data files: each field a record must have (where a file is found:
+:mod:`elder.data`)."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from elder.editor import EditRecord
 
-DATA_ENV = "ELDER_DATA_DIR"
 # Longest field accepted. zsRE and CounterFact fields are under 300 characters; a field far
 # longer is a broken file, and tokenizing megabytes would only delay the context-length error.
 MAX_FIELD_CHARS = 5000
-
-
-def data_file(path: str) -> Path:
-    """Resolve a data path: absolute, or relative to $ELDER_DATA_DIR; fail naming both."""
-    file = Path(path)
-    if not file.is_absolute():
-        root = os.environ.get(DATA_ENV)
-        if not root:
-            raise FileNotFoundError(
-                f"data file '{path}' is relative but ${DATA_ENV} is not set; "
-                f"point it at the data directory (see README, 'Data')"
-            )
-        file = Path(root) / path
-    if not file.is_file():
-        raise FileNotFoundError(
-            f"data file '{path}' not found: looked for {file} "
-            f"(${DATA_ENV}={os.environ.get(DATA_ENV, '')!r})"
-        )
-    return file
 
 
 def read_json(file: Path, shape: type = list, what: str = "a JSON list of records") -> Any:
@@ -73,6 +53,11 @@ def field(record: dict, key: str, file: Path, index: int) -> str:
     else:
         return value
     raise ValueError(f"{where}: field '{key}' is {problem}")
+
+
+def fields(record: dict, file: Path, index: int, **keys: str) -> dict[str, str]:
+    """:func:`field` per keyword: ``fields(r, f, i, prompt="src")`` -> ``{"prompt": r["src"]}``."""
+    return {name: field(record, key, file, index) for name, key in keys.items()}
 
 
 def case_id(record: dict, file: Path, index: int) -> int:

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from elder.data import data_file
 from elder.editor import EditRecord
-from experiments.streams.files import data_file, field, read_json, take
+from experiments.streams.files import fields, read_json, take
+
+# EditRecord field -> zsRE key
+COLUMNS = dict(
+    prompt="src", target="alt", rephrase="rephrase", loc_prompt="loc", loc_target="loc_ans",
+    subject="subject",
+)  # fmt: skip
 
 
 def zsre(paths: tuple[str, ...], n_edits: int) -> list[EditRecord]:
@@ -11,16 +18,7 @@ def zsre(paths: tuple[str, ...], n_edits: int) -> list[EditRecord]:
     (path,) = paths
     file = data_file(path)
     records = [
-        EditRecord(
-            prompt=field(r, "src", file, i),
-            target=field(r, "alt", file, i),
-            rephrase=field(r, "rephrase", file, i),
-            loc_prompt=field(r, "loc", file, i),
-            loc_target=field(r, "loc_ans", file, i),
-            subject=field(r, "subject", file, i),
-            case_id=i,
-            fact=f"zsre:{i}",
-        )
+        EditRecord(**fields(r, file, i, **COLUMNS), case_id=i, fact=f"zsre:{i}")
         for i, r in enumerate(read_json(file)[:n_edits])
     ]
     return take(records, n_edits, file)

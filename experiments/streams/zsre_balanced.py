@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from elder.data import data_file
 from elder.editor import EditRecord
-from experiments.streams.files import data_file, field, read_json, strings
+from experiments.streams.files import field, read_json, strings
 from experiments.streams.stream import Probe, Probes
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from experiments.results import read_rows
 from experiments.tables.edit_tables import table1, table3, table4, table5
 from experiments.tables.figures import Figure, all_figures
 from experiments.tables.options_table import options_table
@@ -13,9 +12,11 @@ from experiments.tables.readings_table import readings_table
 from experiments.tables.render import Table, to_markdown, to_tex
 from experiments.tables.retention_tables import table2, table7_10
 from experiments.tables.routing_table import routing_table
-from experiments.tables.runs import Row
+from experiments.tables.runs import Runs, load_runs
+from experiments.tables.summary_table import summary_table
 
-BUILDERS: list[tuple[Callable[[list[Row], Path | None], Table], str]] = [
+BUILDERS: list[tuple[Callable[[Runs], Table], str]] = [
+    (summary_table, "the README's table: every method on SmolLM2, each stream, and retention"),
     (
         table1,
         "reliability / generalization (exact match and token accuracy) and locality per "
@@ -99,14 +100,13 @@ def index(tables: list[tuple[Table, str]], figures: list[Figure]) -> str:
 
 def build(results: Path) -> tuple[list[Table], list[Figure]]:
     """All tables and figures from ``<results>/runs.csv``, written under ``<results>``."""
-    rows = read_rows(results / "runs.csv")
-    runs_dir = results / "runs"
+    runs = load_runs(results)
     out = results / "tables"
     out.mkdir(parents=True, exist_ok=True)
-    tables = [(builder(rows, runs_dir), what) for builder, what in BUILDERS]
+    tables = [(builder(runs), what) for builder, what in BUILDERS]
     for table, _ in tables:
         (out / f"{table.name}.md").write_text(to_markdown(table))
         (out / f"{table.name}.tex").write_text(to_tex(table))
-    figures = all_figures(rows, results)
+    figures = all_figures(runs, results)
     (out / "README.md").write_text(index(tables, figures))
     return [t for t, _ in tables], figures

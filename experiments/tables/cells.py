@@ -2,84 +2,62 @@
 
 from __future__ import annotations
 
-import functools
-import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from experiments.tables.render import MISSING, Num
-from experiments.tables.runs import Row, Spec, number, parse_overrides, retention_meta
+import pandas as pd
+
+from experiments.tables.render import MISSING, Num, Table
+from experiments.tables.runs import Row, Runs, Spec
 
 
 @dataclass(frozen=True)
 class Agg:
-    """The mean of one metric over seeds, and where it came from."""
+    """The mean of one metric over seeds, and the runs (rows of ``Runs.frame``) it came from."""
 
     mean: float
     std: float
     n: int
-    run_ids: tuple[str, ...]
+    rows: tuple[int, ...]  # index labels
 
 
-def latest_per_seed(rows: list[Row]) -> list[Row]:
-    """For each seed the latest row (by timestamp, then by position in the file)."""
-    best: dict[str, tuple[tuple[str, int], Row]] = {}
-    for i, row in enumerate(rows):
-        key = (row.get("timestamp", ""), i)
-        seed = row.get("seed", "")
-        if seed not in best or key > best[seed][0]:
-            best[seed] = (key, row)
-    return [row for _, row in sorted(best.values(), key=lambda kv: kv[1].get("seed", ""))]
-
-
-def aggregate(rows: list[Row], spec: Spec, metric: str, runs_dir: Path | None = None) -> Agg | None:
+def aggregate(runs: Runs, spec: Spec, metric: str) -> Agg | None:
     """The metric over the spec's runs; None when no run has a value for it."""
-    matching = latest_per_seed([r for r in rows if spec.matches(r, runs_dir)])
-    pairs = [(r, number(r, metric)) for r in matching]
-    pairs = [(r, v) for r, v in pairs if v is not None]
-    if not pairs:
+    latest = runs.select(spec, latest=True)
+    if metric not in latest:
         return None
-    values = [v for _, v in pairs]
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return Agg(statistics.fmean(values), std, len(values), tuple(r["run_id"] for r, _ in pairs))
+    values = pd.to_numeric(latest[metric], errors="coerce").dropna()
+    if values.empty:
+        return None
+    std = float(values.std()) if len(values) > 1 else 0.0  # sample std, as statistics.stdev
+    return Agg(float(values.mean()), std, len(values), tuple(values.index))
 
 
-def retention_note(row: Row, runs_dir: Path | None = None) -> str:
-    """Which task inputs a retention run used (runs on different subsamples don't compare).
-
-    Read from the run folder's ``retention.json`` where there is one (a resumed or
-    re-evaluated run's overrides may not name it), else from the row's overrides.
-    """
-    meta = retention_meta(row, runs_dir)
-    if "n_per_task" in meta:
-        n = meta["n_per_task"]
-    else:
-        n = parse_overrides(row.get("overrides", "")).get("eval.retention.n_per_task")
-    return f"n_per_task={n}" if n not in (None, "null") else "full task sets"
+def retention_note(row: Row) -> str:
+    """Which task inputs a retention run used (runs on different subsamples don't compare)."""
+    n = row.get("n_per_task")
+    return f"n_per_task={n}" if n is not None else "full task sets"
 
 
 @dataclass
 class Collector:
-    """Fills cells from rows; remembers each present cell's runs and each missing command."""
+    """Fills cells from runs; remembers each present cell's runs and each missing command."""
 
-    rows: list[Row]
-    runs_dir: Path | None = None
+    source: Runs
     runs: dict[str, list[str]] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)
 
     def agg(self, spec: Spec, metric: str, note: Callable[[Row], str] | None = None) -> Agg | None:
         """The aggregate, recorded in the Runs (with ``note(row)``) or the Missing list."""
-        agg = aggregate(self.rows, spec, metric, self.runs_dir)
+        agg = aggregate(self.source, spec, metric)
         if agg is None:
             self.missing.setdefault(spec.label(), spec.command())
             return None
         ids = self.runs.setdefault(spec.label(), [])
-        by_id = {r.get("run_id"): r for r in self.rows}
         if note is None and spec.full:
-            note = functools.partial(retention_note, runs_dir=self.runs_dir)
-        for run_id in agg.run_ids:
-            entry = run_id + (f" ({note(by_id.get(run_id, {}))})" if note else "")
+            note = retention_note
+        for row in (self.source.frame.loc[i].to_dict() for i in agg.rows):
+            entry = row["run_id"] + (f" ({note(row)})" if note else "")
             if entry not in ids:
                 ids.append(entry)
         return agg
@@ -97,3 +75,7 @@ class Collector:
         if agg is None:
             return MISSING
         return Num(agg.mean * scale, agg.std * scale, agg.n, digits)
+
+    def table(self, **fields: object) -> Table:
+        """A :class:`Table` of these cells: its Runs and Missing lists are the collector's."""
+        return Table(**fields, runs=self.runs, missing=self.missing)

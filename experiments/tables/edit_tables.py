@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
 from elder.allocation import capacity
+from experiments.configs import CONF
 from experiments.tables import paper
 from experiments.tables.cells import Collector
 from experiments.tables.names import (
@@ -19,19 +20,11 @@ from experiments.tables.names import (
     name,
 )
 from experiments.tables.render import Block, Num, Table
-from experiments.tables.runs import (
-    CONF,
-    Row,
-    Spec,
-    canonical,
-    method_defaults,
-    number,
-    row_variant,
-)
+from experiments.tables.runs import Row, Runs, Spec, method_defaults
 
 STUDY_NOTE = (
     "ELDER's rows here vary its pre-#23 defaults ("
-    + ", ".join(f"`{k}={v}`" for k, v in ELDER_STUDY_BASE.items())
+    + ", ".join(f"`{k}={v}`" for k, v in ELDER_STUDY_BASE.items() if k.startswith("method."))
     + "): every such run was made before the reference's choices became the defaults."
 )
 NO_RUN = "n/a"  # a sweep value no 1000-edit stream fits (see the table's notes)
@@ -42,9 +35,9 @@ def _paper_or_blank(model: str, *keys: str, **kw: float) -> Num | str:
     return paper.cell(*keys, **kw) if model in PAPER_MODELS else paper.NOT_REPORTED
 
 
-def table1(rows: list[Row], runs_dir: Path | None = None) -> Table:
+def table1(runs: Runs) -> Table:
     """Reliability / generalization (and token accuracy, locality) per method, 1000 edits."""
-    c = Collector(rows, runs_dir)
+    c = Collector(runs)
     blocks = []
     for data in DATASETS + PAPER_PROTOCOL_DATASETS:
         for model in MODELS:
@@ -56,7 +49,7 @@ def table1(rows: list[Row], runs_dir: Path | None = None) -> Table:
                 ours = [c.cell(spec, m) for m in [*EDIT_METRICS, "locality"]]
                 body.append([name(label), *ours] + _paper(model, data, label))
             blocks.append(Block(f"{name(data)} · {name(model)}", body))
-    return Table(
+    return c.table(
         name="table1",
         title=f"Table 1: lifelong editing after {N_EDITS} edits (%, after the whole stream)",
         header=[
@@ -81,11 +74,9 @@ def table1(rows: list[Row], runs_dir: Path | None = None) -> Table:
             "edited under one label, its second paraphrase is Gen., its 10 neighborhood "
             "prompts are Loc. (agreement with the unedited model). ELDER: the reference "
             "defaults of issue #23; ELDER (pre-#23 defaults): "
-            + " ".join(f"`{k}={v}`" for k, v in ELDER_LEGACY.items())
+            + " ".join(f"`{k}={v}`" for k, v in ELDER_LEGACY.items() if k.startswith("method."))
             + ", routing from the first MoLoRA block.",
         ],
-        runs=c.runs,
-        missing=c.missing,
         tex_columns=[0, 1, 2, 6, 7],
     )
 
@@ -106,9 +97,9 @@ def _speed_note(row: Row) -> str:
     return row.get("edit_s_by_machine", "") or _machine(row)
 
 
-def table3(rows: list[Row], runs_dir: Path | None = None) -> Table:
+def table3(runs: Runs) -> Table:
     """Seconds per edit and extra parameters per method and model (zsRE, 1000 edits)."""
-    c = Collector(rows, runs_dir)
+    c = Collector(runs)
     header = ["Method"]
     for model in MODELS:
         header += [f"s/edit {name(model)}", f"#Param (M) {name(model)}"]
@@ -125,7 +116,7 @@ def table3(rows: list[Row], runs_dir: Path | None = None) -> Table:
                 row.append(paper.cell("table3", model, label, "s_per_edit"))
                 row.append(paper.cell("table3", model, label, "extra_params", scale=1e-6))
         body.append(row)
-    return Table(
+    return c.table(
         name="table3",
         title=f"Table 3: editing cost after {N_EDITS} zsRE edits",
         header=header,
@@ -138,31 +129,29 @@ def table3(rows: list[Row], runs_dir: Path | None = None) -> Table:
             "machine's own s/edit. Paper: the ELDER paper's Table 3 (A40 GPU; GRACE and "
             "ELDER only).",
         ],
-        runs=c.runs,
-        missing=c.missing,
     )
 
 
 AUX = [("guided", "ELDER"), ("none", "w/o guide"), ("balance", "w balancing")]
 
 
-def table4(rows: list[Row], runs_dir: Path | None = None) -> Table:
+def table4(runs: Runs) -> Table:
     """ELDER's generalization with the guided loss, without it and with load balancing."""
-    c = Collector(rows, runs_dir)
-    default = method_defaults("elder").get("aux_loss")
+    c = Collector(runs)
+    default = method_defaults("elder")["aux_loss"]
     body = []
     for data in DATASETS:
         for model in MODELS:
             row: list[Num | str] = [f"{name(data)} · {name(model)}"]
             for aux, _ in AUX:
-                extra = {} if canonical(aux) == default else {"method.aux_loss": aux}
+                extra = {} if aux == default else {"method.aux_loss": aux}
                 spec = Spec.of("elder", model, data, overrides={**ELDER_STUDY_BASE, **extra})
                 row.append(c.cell(spec, "generalization"))
             row += [_paper_or_blank(model, "table4", data, model, aux) for aux, _ in AUX]
             body.append(row)
     header = ["Setting"] + [f"{label} (ours)" for _, label in AUX]
     header += [f"{label} (paper)" for _, label in AUX]
-    return Table(
+    return c.table(
         name="table4",
         title="Table 4: ELDER generalization (%) while altering the auxiliary loss",
         header=header,
@@ -173,46 +162,47 @@ def table4(rows: list[Row], runs_dir: Path | None = None) -> Table:
             "paper's Table 4.",
             STUDY_NOTE,
         ],
-        runs=c.runs,
-        missing=c.missing,
     )
 
 
 SWEEPS = [("k", "k"), ("N", "N"), ("lam", "λ"), ("eps", "ε")]
 
 
-def _sweep_settings(rows: list[Row]) -> list[tuple[str, str]]:
-    """(model, data) of the default setting and of every setting with a sweep run.
+def _sweep_settings(runs: Runs) -> list[tuple[str, str]]:
+    """(model, data) of the default setting and of every setting with a sweep run: an ELDER
+    run that differs from the study configuration in swept keys only.
 
     Only runs on the table's stream count: a shorter one (a 200-edit diagnostic) fills no cell.
     """
     keys = {f"method.{hp}" for hp, _ in SWEEPS}
     found = {("smollm2_135m", "zsre")}
-    for row in rows:
-        variant = {k: v for k, v in row_variant(row).items() if k not in ELDER_STUDY_BASE}
-        sweep = row.get("method") == "elder" and variant and set(variant) <= keys
-        if sweep and number(row, "n_edits") == N_EDITS:
-            found.add((row.get("model", ""), row.get("data", "")))
+    for row in runs.rows():
+        if row["method"] != "elder" or row["n"] != N_EDITS:
+            continue
+        study = Spec.of("elder", row["model"], row["data"], overrides=ELDER_STUDY_BASE)
+        variant = runs.variant(row, against=study)
+        if variant and set(variant) <= keys:
+            found.add((row["model"], row["data"]))
     order = {(m, d): (DATASETS.index(d), MODELS.index(m)) for m in MODELS for d in DATASETS}
     return sorted((s for s in found if s in order), key=order.__getitem__)
 
 
-def _shape(defaults: dict[str, str], **values: float) -> tuple[int, int, int]:
+def _shape(defaults: dict[str, Any], **values: int) -> tuple[int, int, int]:
     """ELDER's (L, N, k), ``values`` overriding the defaults."""
-    layers, n, k = (int(float(values.get(hp, defaults[hp]))) for hp in ("L", "N", "k"))
+    layers, n, k = (int(values.get(hp, defaults[hp])) for hp in ("L", "N", "k"))
     return layers, n, k
 
 
-def _sweep_variant(hp: str, value: float, defaults: dict[str, str]) -> dict[str, str] | None:
+def _sweep_variant(hp: str, value: float, defaults: dict[str, Any]) -> dict[str, Any] | None:
     """The overrides of one sweep cell, or None where no 1000-edit stream fits.
 
     ELDER gives each distinct label its own allocation, so a run needs C(N, k)^L of them for up
     to N_EDITS labels. A k that does not fit at the default N runs with the next tried N that
     fits; an N that does not fit at the default k has no run.
     """
-    if canonical(value) == defaults.get(hp):
+    if value == defaults[hp]:
         return {}
-    extra = {f"method.{hp}": str(value)}
+    extra = {f"method.{hp}": value}
     if capacity(*_shape(defaults, **{hp: value})) >= N_EDITS:
         return extra
     if hp == "k":
@@ -222,11 +212,11 @@ def _sweep_variant(hp: str, value: float, defaults: dict[str, str]) -> dict[str,
             if capacity(*_shape(defaults, N=n, k=value)) >= N_EDITS
         ]
         if bigger:
-            return {**extra, "method.N": str(min(bigger))}
+            return {**extra, "method.N": min(bigger)}
     return None
 
 
-def _no_fit_note(hp: str, value: float, defaults: dict[str, str]) -> str:
+def _no_fit_note(hp: str, value: float, defaults: dict[str, Any]) -> str:
     layers, n, k = _shape(defaults, **{hp: value})
     return (
         f"{hp}={value} has no run. ELDER gives each distinct label its own allocation; L={layers}, "
@@ -236,12 +226,12 @@ def _no_fit_note(hp: str, value: float, defaults: dict[str, str]) -> str:
     )
 
 
-def table5(rows: list[Row], runs_dir: Path | None = None) -> Table:
+def table5(runs: Runs) -> Table:
     """ELDER over the paper's tried values of k, N, λ (edit metrics) and ε (with retention)."""
-    c = Collector(rows, runs_dir)
+    c = Collector(runs)
     defaults = method_defaults("elder")
     blocks, no_fit = [], {}
-    for model, data in _sweep_settings(rows):
+    for model, data in _sweep_settings(runs):
         for hp, symbol in SWEEPS:
             body = []
             for value in paper.lookup("table5", hp) or []:
@@ -283,12 +273,10 @@ def table5(rows: list[Row], runs_dir: Path | None = None) -> Table:
         "`python -m experiments.tools.variant <default eval=full run saved with save=true> "
         "method.eps=<ε>` evaluates that run's saved edits with another ε, as a new run."
     )
-    return Table(
+    return c.table(
         name="table5",
         title="Table 5: ELDER hyperparameter sweeps (%)",
         header=["Value", "Rel. (ours)", "Gen. (ours)", "Test retention (ours)"],
         blocks=blocks,
         notes=notes,
-        runs=c.runs,
-        missing=c.missing,
     )

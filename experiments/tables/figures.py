@@ -12,9 +12,8 @@ import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 
-from experiments.tables.cells import latest_per_seed
 from experiments.tables.names import ELDER_STUDY_BASE, name
-from experiments.tables.runs import Row, Spec, canonical, method_defaults, number
+from experiments.tables.runs import Runs, Spec, latest_per_seed, method_defaults
 
 matplotlib.use("Agg")  # files only, no display
 
@@ -56,27 +55,22 @@ def read_curve(file: Path) -> list[dict[str, Any]]:
     return sorted(points, key=lambda p: p["edits"])
 
 
-def curves_by_stream(rows: list[Row], spec: Spec, runs_dir: Path) -> dict[int, list[Curve]]:
+def curves_by_stream(runs: Runs, spec: Spec) -> dict[int, list[Curve]]:
     """The spec's runs with a curve, by stream length (number of edits), latest per seed."""
-    found: dict[int, list[tuple[Row, list[dict]]]] = {}
-    for row in rows:
-        n = number(row, "n_edits")
-        if n is None or not replace(spec, n_edits=int(n)).matches(row, runs_dir):
-            continue
-        points = read_curve(runs_dir / row.get("run_id", "") / "curve.jsonl")
-        if points:
-            found.setdefault(int(n), []).append((row, points))
+    rows = runs.select(replace(spec, n_edits=None))
+    points = {r: read_curve(runs.dir / r / "curve.jsonl") for r in rows["run_id"]}
+    rows = rows[rows["run_id"].map(lambda r: bool(points[r])).astype(bool)]
     by_stream = {}
-    for n, runs in found.items():
-        keep = {id(r) for r in latest_per_seed([r for r, _ in runs])}
-        by_stream[n] = [(r["run_id"], points) for r, points in runs if id(r) in keep]
+    for n, streams in rows.groupby("n"):
+        latest = streams[streams.index.isin(latest_per_seed(streams).index)]  # in file order
+        by_stream[int(n)] = [(r, points[r]) for r in latest["run_id"]]
     return by_stream
 
 
-def find_curves(rows: list[Row], spec: Spec, runs_dir: Path) -> tuple[int, list[Curve]]:
+def find_curves(runs: Runs, spec: Spec) -> tuple[int, list[Curve]]:
     """The spec's curves on the longest stream any of its runs has (its number of edits; 0
     when there is none), latest per seed."""
-    by_stream = curves_by_stream(rows, spec, runs_dir)
+    by_stream = curves_by_stream(runs, spec)
     n_edits = max(by_stream, default=0)
     return n_edits, by_stream.get(n_edits, [])
 
@@ -127,7 +121,7 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     return path
 
 
-def fig2(rows: list[Row], runs_dir: Path, out_dir: Path) -> Figure:
+def fig2(runs: Runs, out_dir: Path) -> Figure:
     """Reliability and extra parameters vs number of edits, GRACE vs ELDER."""
     model, data = SETTING
     result = Figure("fig2_scalability", "Figure 2: editing scalability of GRACE and ELDER")
@@ -135,7 +129,7 @@ def fig2(rows: list[Row], runs_dir: Path, out_dir: Path) -> Figure:
         "grace": Spec.of("grace", model, data),
         "elder": Spec.of("elder", model, data, overrides=ELDER_STUDY_BASE),
     }
-    found = {m: find_curves(rows, spec, runs_dir) for m, spec in specs.items()}
+    found = {m: find_curves(runs, spec) for m, spec in specs.items()}
     command = f"python run.py -m method=grace,elder model={model} data={data} {CURVE_ARGS} seed=0,1"
     n_edits = max(n for n, _ in found.values())
     if not n_edits:
@@ -170,18 +164,18 @@ def fig3_overrides(layers: int) -> dict[str, str]:
     (at L = 2 it is not even allowed: L·N = 8 bits). So ε = 12·L/6 (= L·N/2 at N = 4).
     """
     defaults = method_defaults("elder")
-    if canonical(layers) == defaults.get("L"):
+    if layers == defaults["L"]:
         return dict(ELDER_STUDY_BASE)
-    eps = round(float(defaults["eps"]) * layers / float(defaults["L"]))
+    eps = round(defaults["eps"] * layers / defaults["L"])
     return {**ELDER_STUDY_BASE, "method.L": str(layers), "method.eps": str(eps)}
 
 
-def fig3(rows: list[Row], runs_dir: Path, out_dir: Path) -> Figure:
+def fig3(runs: Runs, out_dir: Path) -> Figure:
     """ELDER reliability vs number of edits for each number of MoLoRA layers L."""
     model, data = SETTING
     result = Figure("fig3_layers", "Figure 3: ELDER reliability vs edits for each L")
     specs = {n: Spec.of("elder", model, data, overrides=fig3_overrides(n)) for n in FIG3_L}
-    by_l = {n: curves_by_stream(rows, spec, runs_dir) for n, spec in specs.items()}
+    by_l = {n: curves_by_stream(runs, spec) for n, spec in specs.items()}
     # The stream on which the most values of L have a curve, the longer one on a tie: every L
     # on a short stream says more about L than the default's line alone on the paper's.
     lengths = {n for streams in by_l.values() for n in streams}
@@ -204,7 +198,7 @@ def fig3(rows: list[Row], runs_dir: Path, out_dir: Path) -> Figure:
     defaults = method_defaults("elder")
     for layers, curves in curves_by_l.items():
         eps = float(fig3_overrides(layers).get("method.eps", defaults["eps"]))
-        default = canonical(layers) == defaults["L"]
+        default = layers == defaults["L"]
         label = f"L={layers}, ε={eps:g}" + (" (default)" if default else "")
         _plot(ax, [p for _, p in curves], "reliability", label, 100.0)
     ax.set(xlabel="number of edits", ylabel="reliability (%)")
@@ -281,13 +275,12 @@ def fig4(codes_file: Path, out_dir: Path) -> Figure:
     return result
 
 
-def all_figures(rows: list[Row], results: Path) -> list[Figure]:
+def all_figures(runs: Runs, results: Path) -> list[Figure]:
     """Figures 2-4 into ``<results>/figures``; a figure without data is not written."""
     out_dir = results / "figures"
-    runs_dir = results / "runs"
     figures = [
-        fig2(rows, runs_dir, out_dir),
-        fig3(rows, runs_dir, out_dir),
+        fig2(runs, out_dir),
+        fig3(runs, out_dir),
         fig4(out_dir / "fig4_codes.json", out_dir),
     ]
     for figure in figures:

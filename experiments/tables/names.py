@@ -13,12 +13,13 @@ PAPER_PROTOCOL_DATASETS = ["counterfact_paper"]
 
 # ELDER's defaults before the reference's choices became options (issue #23): the values a run
 # folder without those keys is read with (elder.config.LEGACY). Its runs also routed from the
-# block of the first MoLoRA layer (SmolLM2: model.layers.elder.query_block=20).
+# block of the first MoLoRA layer, the one block every model config names.
 ELDER_LEGACY = {
     "method.query": "residual",
     "method.lora_init": "peft",
     "method.optimizer": "stream",
     "method.label": "target",
+    "model.layers.elder.query_block": "${model.layers.elder.first}",
 }
 # The configuration that Tables 4-5 and Figs. 2-3 vary: every run of theirs predates #23.
 ELDER_STUDY_BASE = ELDER_LEGACY

@@ -6,11 +6,9 @@ choice; the last row has them all (today's defaults). A probe, not a result: 40 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from experiments.tables.cells import Collector
 from experiments.tables.render import Block, Num, Table
-from experiments.tables.runs import Row, Spec
+from experiments.tables.runs import Runs, Spec
 
 MODEL, DATA, N_EDITS = "smollm2_135m", "zsre", 40
 PRE = {  # the pre-#23 defaults, spelled as the probes' command lines did
@@ -49,9 +47,9 @@ def _rows() -> list[tuple[str, dict[str, str]]]:
     return rows
 
 
-def options_table(rows: list[Row], runs_dir: Path | None = None) -> Table:
+def options_table(runs: Runs) -> Table:
     """One row per option switched to the reference's choice (%; s/edit in seconds)."""
-    c = Collector(rows, runs_dir)
+    c = Collector(runs)
     body: list[list[Num | str]] = []
     for label, overrides in _rows():
         spec = Spec.of("elder", MODEL, DATA, n_edits=N_EDITS, overrides=overrides)
@@ -60,7 +58,7 @@ def options_table(rows: list[Row], runs_dir: Path | None = None) -> Table:
             for column, _ in COLUMNS
         ]
         body.append([label, *cells])
-    return Table(
+    return c.table(
         name="elder_options",
         title=f"ELDER's options one at a time: the first {N_EDITS} zsRE edits, SmolLM2-135M",
         header=["Configuration", *(h for _, h in COLUMNS)],
@@ -74,6 +72,4 @@ def options_table(rows: list[Row], runs_dir: Path | None = None) -> Table:
             "Rel. immediate: each batch right after its own edit; Rel.: after all 40. "
             "s/edit depends on how many jobs shared the 2-core CPU (see results/README.md).",
         ],
-        runs=c.runs,
-        missing=c.missing,
     )

@@ -7,12 +7,10 @@ CounterFact's neighborhood score where the stream's locality probes carry one.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from experiments.tables.cells import Collector
 from experiments.tables.names import DATASETS, METHOD_ROWS, PAPER_PROTOCOL_DATASETS, name
 from experiments.tables.render import Block, Num, Table
-from experiments.tables.runs import Row, Spec
+from experiments.tables.runs import Runs, Spec
 
 MODEL = "smollm2_135m"  # the model every reading here was measured on
 COLUMNS = [  # (runs.csv column, header)
@@ -29,9 +27,9 @@ COLUMNS = [  # (runs.csv column, header)
 ]
 
 
-def readings_table(rows: list[Row], runs_dir: Path | None = None) -> Table:
+def readings_table(runs: Runs) -> Table:
     """Per method: each reading of reliability and generalization, locality and NS (%)."""
-    c = Collector(rows, runs_dir)
+    c = Collector(runs)
     blocks = []
     for data in DATASETS + PAPER_PROTOCOL_DATASETS:
         body: list[list[Num | str]] = []
@@ -39,7 +37,7 @@ def readings_table(rows: list[Row], runs_dir: Path | None = None) -> Table:
             spec = Spec.of(method, MODEL, data, overrides=extra)
             body.append([name(label), *(c.cell(spec, column) for column, _ in COLUMNS)])
         blocks.append(Block(f"{name(data)} · {name(MODEL)}", body))
-    return Table(
+    return c.table(
         name="readings",
         title="Readings of one edit stream: teacher-forced, free-decoded, immediate (%)",
         header=["Method", *(header for _, header in COLUMNS)],
@@ -56,6 +54,4 @@ def readings_table(rows: list[Row], runs_dir: Path | None = None) -> Table:
             "token log-probability), on streams whose locality probes carry the new target.",
             "Runs made before these readings existed have no value in their columns.",
         ],
-        runs=c.runs,
-        missing=c.missing,
     )

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from experiments.configs import compose
 from experiments.tables import paper
 from experiments.tables.cells import Collector
 from experiments.tables.names import (
@@ -12,11 +11,10 @@ from experiments.tables.names import (
     MODELS,
     N_EDITS,
     PAPER_MODELS,
-    TASK_NAMES,
     name,
 )
 from experiments.tables.render import Block, Num, Table
-from experiments.tables.runs import Row, Spec, conf_value
+from experiments.tables.runs import Runs, Spec
 
 # Which paper table holds each (data, model) of the per-task results.
 PAPER_TASK_TABLE = {
@@ -35,17 +33,16 @@ RETENTION_NOTE = (
 
 def tasks() -> list[str]:
     """The tasks in the retention mean, as ``conf/eval/full.yaml`` lists them."""
-    retention = conf_value("eval/full.yaml", "retention") or {}
-    return list(retention.get("tasks") or TASK_NAMES)
+    return list(compose(["eval=full"]).eval.retention.tasks)
 
 
 def _base(model: str, data: str) -> Spec:
     return Spec.of(None, model, data, full=True, any_variant=True)
 
 
-def table2(rows: list[Row], runs_dir: Path | None = None) -> Table:
+def table2(runs: Runs) -> Table:
     """Test retention per method, one column per dataset and model (and the paper's)."""
-    c = Collector(rows, runs_dir)
+    c = Collector(runs)
     header = ["Method"]
     for data in DATASETS:
         for model in MODELS:
@@ -65,20 +62,18 @@ def table2(rows: list[Row], runs_dir: Path | None = None) -> Table:
                 if model in PAPER_MODELS:
                     row.append(paper.cell("table2", data, model, label, digits=1))
         body.append(row)
-    return Table(
+    return c.table(
         name="table2",
         title=f"Table 2: test retention on general tasks (%) after {N_EDITS} edits",
         header=header,
         blocks=[Block("", body)],
         notes=[RETENTION_NOTE, "Paper: the ELDER paper's Table 2."],
-        runs=c.runs,
-        missing=c.missing,
     )
 
 
-def table7_10(rows: list[Row], runs_dir: Path | None = None) -> Table:
+def table7_10(runs: Runs) -> Table:
     """Per-task retention, one block per (data, model); the paper's Tables 7-10 beside ours."""
-    c = Collector(rows, runs_dir)
+    c = Collector(runs)
     task_list = tasks()
     blocks = []
     for data in DATASETS:
@@ -100,7 +95,7 @@ def table7_10(rows: list[Row], runs_dir: Path | None = None) -> Table:
                     body.append([f"{name(key)} (paper)", *theirs, avg_paper])
             label = f"{name(data)} · {name(model)}"
             blocks.append(Block(label + (f" (paper: Table {number})" if number else ""), body))
-    return Table(
+    return c.table(
         name="table7_10",
         title=f"Tables 7-10: retention per general task (%) after {N_EDITS} edits",
         header=["Method", *[name(t) for t in task_list], "Avg. (retention)"],
@@ -110,6 +105,4 @@ def table7_10(rows: list[Row], runs_dir: Path | None = None) -> Table:
             "Paper: the ELDER paper's Tables 7 (LLaMA2-7B, ZsRE), 8 (GPT2-XL, ZsRE), "
             "9 (LLaMA2-7B, CounterFact) and 10 (GPT2-XL, CounterFact).",
         ],
-        runs=c.runs,
-        missing=c.missing,
     )

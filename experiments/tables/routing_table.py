@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from experiments.tables.names import name
 from experiments.tables.render import Block, Num, Table
-from experiments.tables.runs import Row, row_variant
+from experiments.tables.runs import Row, Runs
 
 REPORT = "routing.json"  # written by `python -m experiments.elder_analysis.routing <run>`
 KINDS = ("edit", "rephrase", "locality")
 
 
-def _row(row: Row, report: dict, runs_dir: Path) -> list[Num | str]:
-    variant = row_variant(row, runs_dir)
+def _row(row: Row, report: dict, variant: dict) -> list[Num | str]:
     deferral = report["deferral"]
     return [
         row["run_id"],
@@ -31,18 +29,19 @@ def _row(row: Row, report: dict, runs_dir: Path) -> list[Num | str]:
     ]
 
 
-def routing_table(rows: list[Row], runs_dir: Path | None = None) -> Table:
+def routing_table(runs: Runs) -> Table:
     """ELDER runs whose folder has a routing report, by dataset and model."""
     blocks: dict[str, list[list[Num | str]]] = {}
-    runs: dict[str, list[str]] = {}
-    latest = {row["run_id"]: row for row in rows if row.get("method") == "elder"}
+    listed: dict[str, list[str]] = {}
+    latest = {row["run_id"]: row for row in runs.rows() if row["method"] == "elder"}
     for run_id, row in sorted(latest.items()):
-        file = runs_dir / run_id / REPORT if runs_dir is not None else None
-        if file is None or not file.is_file():
+        file = runs.dir / run_id / REPORT
+        if not file.is_file():
             continue
-        label = f"{name(row.get('data', ''))} · {name(row.get('model', ''))}"
-        blocks.setdefault(label, []).append(_row(row, json.loads(file.read_text()), runs_dir))
-        runs.setdefault(label, []).append(run_id)
+        label = f"{name(row['data'])} · {name(row['model'])}"
+        report = json.loads(file.read_text())
+        blocks.setdefault(label, []).append(_row(row, report, runs.variant(row)))
+        listed.setdefault(label, []).append(run_id)
     header = [
         "run",
         "variant",
@@ -71,5 +70,5 @@ def routing_table(rows: list[Row], runs_dir: Path | None = None) -> Table:
             "(a router that ignores its input: L·k·ln N = 16.6 at the defaults). Deferral "
             "at the run's ε, and the median Hamming distance to the nearest stored code.",
         ],
-        runs=runs,
+        runs=listed,
     )

@@ -1,10 +1,11 @@
-"""Rows of ``runs.csv`` and the cell specs they are matched against.
+"""The runs behind the tables: ``runs.csv`` joined with each run folder's own ``config.yaml``.
 
-A cell is defined by a :class:`Spec`: method, model, data, number of edits and the overrides
-that make the variant (``{"method.k": "3"}``). A row matches when those columns agree and its
-*normalized* overrides equal the spec's: group selectors and bookkeeping keys are dropped,
-values are compared in a canonical form (``1e-3`` == ``0.001``) and an override that sets a
-method key to its default in ``conf/method/<method>.yaml`` is dropped too.
+A cell is a :class:`Spec`: method, model, data, number of edits and the overrides that make its
+variant (``{"method.k": 3}``). A run belongs to the cell when its resolved config agrees with
+the config that the spec's own command composes today, with the run's seed, on every key that
+decides the result (:func:`deciding`). A key that only one side has is not compared: a config
+written before an option existed is upgraded to what the run ran with by
+:func:`elder.saved.run_config`, which every reader of a run folder goes through.
 """
 
 from __future__ import annotations
@@ -12,161 +13,89 @@ from __future__ import annotations
 import functools
 import json
 import shlex
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-from omegaconf import OmegaConf
+import pandas as pd
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
 
 from elder.saved import run_config
+from experiments.configs import CONF, compose
+from experiments.results import read_rows
 from experiments.retention.prompts import PROMPT_VERSION
 from experiments.tables.names import N_EDITS, name
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
-Row = dict[str, str]
-
-GROUPS = {"method", "model", "data", "eval", "logger", "sweep"}  # config group selectors
-# model.device: where the model runs, not what it computes (a GPU run of the default config is
-# the default cell; dtype, in contrast, is a variant).
-BOOKKEEPING = {"run_name", "save", "resume", "results_dir", "seed", "data.n_edits", "model.device"}
-BOOKKEEPING_PREFIXES = ("checkpoint.", "eval.", "hydra.", "logger.")
+Row = dict[str, Any]  # one line of runs.csv (strings), with its run's `config`
+# Keys that do not decide what a run computes. model.device: where it ran (dtype, in contrast,
+# decides); model.layers: its effect shows in the method keys it resolves into; data.n_edits:
+# a cell's own column; eval: how the run was read (except its protocol, which decides).
+BOOKKEEPING = (
+    "seed", "results_dir", "run_name", "save", "resume", "checkpoint", "logger", "hydra",
+    "model.device", "model.layers", "data.n_edits", "eval",
+)  # fmt: skip
+DECIDING_EVAL = ("eval.protocol",)
+GROUPS = {p.name for p in CONF.iterdir() if p.is_dir()}  # config groups: method=, model=, ...
 
 
 def number(row: Row, column: str) -> float | None:
     """The column as a float; None when absent, empty or not a number."""
     try:
         value = float(row.get(column, "") or "nan")
-    except ValueError:
+    except (TypeError, ValueError):
         return None
     return None if value != value else value  # NaN: not measured
 
 
-def parse_overrides(text: str) -> dict[str, str]:
-    """``"method=melo method.lr=1e-3"`` -> ``{"method": "melo", "method.lr": "1e-3"}``."""
-    try:
-        tokens = shlex.split(text or "")
-    except ValueError:  # an unbalanced quote: fall back to whitespace
-        tokens = (text or "").split()
-    out = {}
-    for token in tokens:
-        key, sep, value = token.partition("=")
-        if sep:
-            out[key.lstrip("+")] = value
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"method": {"k": 2}}`` -> ``{"method.k": 2}``; lists become tuples (comparable)."""
+    if not isinstance(tree, dict):
+        return {prefix: tuple(tree) if isinstance(tree, list) else tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
     return out
 
 
-def canonical(value: Any) -> str:
-    """One spelling per value: numbers as floats, booleans and null in lower case, no quotes."""
-    text = str(value).strip().strip("'\"")
-    if text.lower() in {"true", "false", "null"}:
-        return text.lower()
-    if value is None:
-        return "null"
-    try:
-        return repr(float(text))
-    except ValueError:
-        return text
-
-
-@functools.cache
-def method_defaults(method: str) -> dict[str, str]:
-    """The plain (non-interpolated) defaults of ``conf/method/<method>.yaml``, canonical."""
-    file = CONF / "method" / f"{method}.yaml"
-    if not file.is_file():
-        return {}
-    cfg = yaml.safe_load(file.read_text()) or {}
-    return {
-        k: canonical(v)
-        for k, v in cfg.items()
-        if not isinstance(v, (dict, list)) and "${" not in str(v) and not k.startswith("_")
-    }
-
-
-@functools.cache
-def conf_value(file: str, key: str, default: Any = None) -> Any:
-    """A top-level key of a config file under ``conf/`` (``"eval/edit.yaml"``)."""
-    path = CONF / file
-    cfg = yaml.safe_load(path.read_text()) if path.is_file() else None
-    return (cfg or {}).get(key, default)
-
-
-def is_bookkeeping(key: str) -> bool:
-    """Selectors (``sweep``, ``hydra/launcher``) and keys that do not change the result."""
-    if key in GROUPS or key in BOOKKEEPING or "/" in key:
+def decides(key: str) -> bool:
+    """Whether a dotted config key is part of what a run computes (not bookkeeping)."""
+    if key in DECIDING_EVAL:
         return True
-    return key.startswith(BOOKKEEPING_PREFIXES)
+    return not any(key == b or key.startswith(f"{b}.") for b in BOOKKEEPING)
 
 
-def normalize(overrides: dict[str, str], method: str) -> dict[str, str]:
-    """The overrides that define a variant: no selectors, no bookkeeping, no default values."""
-    defaults = method_defaults(method)
-    out = {}
-    for key, value in overrides.items():
-        if is_bookkeeping(key):
-            continue
-        sub = key.removeprefix("method.")
-        if key.startswith("method.") and defaults.get(sub) == canonical(value):
-            continue
-        out[key] = canonical(value)
-    return out
-
-
-def config_variant(run_dir: Path, method: str) -> dict[str, str]:
-    """A run's variant, read off its ``config.yaml``: method keys off their default.
-
-    The run folder is the truth: a resumed row records only the resume command's overrides,
-    and a run made before an option existed ran with the value its config is upgraded to
-    (``elder.saved.run_config``), which may not be today's default.
-    """
-    if not (run_dir / "config.yaml").is_file():
-        return {}
-    cfg = OmegaConf.to_container(run_config(run_dir), resolve=False)
-    section = cfg.get("method") or {}
-    defaults = method_defaults(method)
-    return {
-        f"method.{k}": canonical(v)
-        for k, v in section.items()
-        if k in defaults and canonical(v) != defaults[k]
-    }
-
-
-def row_variant(row: Row, runs_dir: Path | None = None) -> dict[str, str]:
-    """The normalized overrides of a row (a resumed row's from its run folder's config)."""
-    run_dir = runs_dir / row.get("run_id", "") if runs_dir is not None else None
-    return dict(_variant(row.get("overrides", ""), row.get("method", ""), run_dir))
-
-
-@functools.lru_cache(maxsize=65536)  # every cell looks at every row: parse each row once
-def _variant(overrides: str, method: str, run_dir: Path | None) -> tuple[tuple[str, str], ...]:
-    variant = normalize(parse_overrides(overrides), method)
-    if run_dir is not None:
-        variant = {**config_variant(run_dir, method), **variant}
-    return tuple(sorted(variant.items()))
+def deciding(cfg: Any) -> dict[str, Any]:
+    """The resolved keys of a config that decide its result, dotted."""
+    flat = flatten(OmegaConf.to_container(cfg, resolve=True))
+    return {k: v for k, v in flat.items() if decides(k)}
 
 
 @functools.cache
-def _retention_meta(file: Path) -> dict[str, Any]:
-    if not file.is_file():
-        return {}
-    meta = json.loads(file.read_text())
-    return {key: meta.get(key) for key in ("prompt_version", "n_per_task")}
+def _group_choice(groups: tuple[str, ...]) -> DictConfig:
+    return compose(list(groups))
 
 
-def retention_meta(row: Row, runs_dir: Path | None) -> dict[str, Any]:
-    """``prompt_version`` and ``n_per_task`` of a row's retention outputs, read from its run
-    folder's ``retention.json``; {} when there is none.
+@functools.cache
+def composed(args: tuple[str, ...]) -> dict[str, Any]:
+    """The deciding keys of ``python run.py <args>`` as today's ``conf/`` composes it.
 
-    A re-evaluated run's folder holds its latest evaluation, which is also its latest row's.
+    Hydra composes each choice of config groups once; the value overrides (``method.k=3``,
+    ``seed=1``) are then set the way Hydra sets them, parsed by its own override parser.
     """
-    if runs_dir is None or not row.get("run_id"):
-        return {}
-    return _retention_meta(runs_dir / row["run_id"] / "retention.json")
+    groups = tuple(a for a in args if a.partition("=")[0].lstrip("+") in GROUPS)
+    cfg = _group_choice(groups).copy()
+    values = [a for a in args if a not in groups]
+    for override in OverridesParser.create().parse_overrides(values):
+        OmegaConf.update(cfg, override.key_or_group, override.value(), merge=True)
+    return deciding(cfg)
 
 
-def retention_prompt(row: Row, runs_dir: Path | None) -> str | None:
-    """The prompt version of a row's retention outputs; None when it cannot be told."""
-    return retention_meta(row, runs_dir).get("prompt_version")
+def agree(run: dict[str, Any], spec: dict[str, Any], keys: tuple[str, ...] | None = None) -> bool:
+    """Whether two configs have the same value at every key both have (only ``keys``)."""
+    shared = run.keys() & spec.keys()
+    return all(run[k] == spec[k] for k in shared if keys is None or k in keys)
 
 
 @dataclass(frozen=True)
@@ -176,10 +105,10 @@ class Spec:
     method: str | None
     model: str
     data: str
-    n_edits: int = N_EDITS
-    overrides: tuple[tuple[str, str], ...] = ()
+    n_edits: int | None = N_EDITS  # None: any stream length
+    overrides: tuple[tuple[str, Any], ...] = ()
     full: bool = False  # needs eval=full: only rows with a retention value
-    any_variant: bool = False  # any overrides match (the unedited model is the same in all)
+    any_variant: bool = False  # any configuration matches (the unedited model is the same in all)
 
     @staticmethod
     def of(method: str | None, model: str, data: str, **kw: Any) -> Spec:
@@ -187,35 +116,21 @@ class Spec:
         extra = kw.pop("overrides", {}) or {}
         return Spec(method, model, data, overrides=tuple(sorted(extra.items())), **kw)
 
-    def matches(self, row: Row, runs_dir: Path | None = None) -> bool:
-        """Whether the row is one of this cell's runs."""
-        if self.method is not None and row.get("method") != self.method:
-            return False
-        if row.get("model") != self.model or row.get("data") != self.data:
-            return False
-        if number(row, "n_edits") != self.n_edits:
-            return False
-        protocol = conf_value("eval/edit.yaml", "protocol")
-        if row.get("protocol") and protocol and row["protocol"] != protocol:
-            return False
-        if self.full and number(row, "retention") is None:
-            return False
-        if self.full and retention_prompt(row, runs_dir) not in (None, PROMPT_VERSION):
-            return False  # generated with older prompts: not comparable with current rows
-        if self.any_variant:
-            return True
-        method = self.method or row.get("method", "")
-        want = normalize(dict(self.overrides), method)
-        return row_variant(row, runs_dir) == want
+    def args(self) -> list[str]:
+        """The command-line arguments that make this cell's configuration."""
+        args = [f"method={self.method or 'elder'}", f"model={self.model}", f"data={self.data}"]
+        return args + [f"{k}={v}" for k, v in self.overrides]
+
+    def config(self, seed: Any = 0) -> dict[str, Any]:
+        """The deciding keys of this cell's configuration, composed with ``seed``."""
+        return composed((*self.args(), f"seed={seed}"))
 
     def command(self) -> str:
         """The command that produces this cell."""
-        parts = ["python run.py", f"method={self.method or 'elder'}", f"model={self.model}"]
-        parts.append(f"data={self.data}")
-        if self.n_edits != N_EDITS:
+        parts = ["python run.py", *(shlex.quote(a) for a in self.args()[:3])]
+        if self.n_edits not in (None, N_EDITS):
             parts.append(f"data.n_edits={self.n_edits}")
-        parts += [f"{k}={v}" for k, v in self.overrides]
-        parts += _pinned_args(self.method, self.model, dict(self.overrides))
+        parts += [shlex.quote(a) for a in self.args()[3:]]
         if self.full:
             parts.append("eval=full")
         return " ".join(parts)
@@ -224,27 +139,103 @@ class Spec:
         """How the cell is named in the Runs and Missing lists."""
         who = name(self.method) if self.method else "Base (unedited; any run)"
         parts = [name(self.data), name(self.model), who]
-        if self.n_edits != N_EDITS:
+        if self.n_edits not in (None, N_EDITS):
             parts.append(f"{self.n_edits} edits")
         parts += [f"{k}={v}" for k, v in self.overrides]
-        parts += _pinned_args(self.method, self.model, dict(self.overrides))
         if self.full:
             parts.append("eval=full")
         return " · ".join(parts)
 
 
-def _pinned_args(method: str | None, model: str, overrides: dict[str, str]) -> list[str]:
-    """What a cell's command needs beyond its overrides to make the cell's configuration.
+@dataclass
+class Runs:
+    """``runs.csv`` as a frame, one row per line, beside the run folders under ``dir``.
 
-    Every ELDER run with ``method.query=residual`` predates issue #23 and routed from the first
-    MoLoRA block; today's model configs put ``query_block`` one block lower (README, "ELDER's
-    options"), so the command pins it. ``query_block`` is interpolated from the model config
-    and so is not part of a row's variant: a residual run from another block would share the
-    cell, and none exists.
+    Columns: the CSV's (strings), ``order`` (line number), ``n`` (edits, a number), ``config``
+    (the run's deciding keys), ``prompt_version`` and ``n_per_task`` (its retention inputs).
     """
-    if method != "elder" or overrides.get("method.query") != "residual":
-        return []
-    if "model.layers.elder.query_block" in overrides:
-        return []
-    first = ((conf_value(f"model/{model}.yaml", "layers") or {}).get("elder") or {}).get("first")
-    return [] if first is None else [f"model.layers.elder.query_block={first}"]
+
+    frame: pd.DataFrame
+    dir: Path
+    _selected: dict[tuple[Spec, bool], pd.DataFrame] = field(default_factory=dict, repr=False)
+
+    def rows(self) -> list[Row]:
+        """Every row as a dict, in file order."""
+        return self.frame.to_dict("records")
+
+    def select(self, spec: Spec, latest: bool = False) -> pd.DataFrame:
+        """The rows that are runs of the spec's cell (``latest``: the latest per seed)."""
+        if (spec, latest) not in self._selected:
+            rows = self.select(spec) if latest else self._select(spec)
+            self._selected[spec, latest] = latest_per_seed(rows) if latest else rows
+        return self._selected[spec, latest]
+
+    def _select(self, spec: Spec) -> pd.DataFrame:
+        f = self.frame
+        keep = (f["model"] == spec.model) & (f["data"] == spec.data)
+        if spec.method is not None:
+            keep &= f["method"] == spec.method
+        if spec.n_edits is not None:
+            keep &= f["n"] == spec.n_edits
+        if spec.full:  # with retention measured on today's prompts
+            keep &= pd.to_numeric(f["retention"], errors="coerce").notna()
+            keep &= f["prompt_version"].map(lambda v: v in (None, PROMPT_VERSION))
+        rows = f[keep]
+        keys = DECIDING_EVAL if spec.any_variant else None
+        same = [
+            agree(config, spec.config(seed), keys)
+            for config, seed in zip(rows["config"], rows["seed"], strict=True)
+        ]
+        return rows[pd.Series(same, index=rows.index, dtype=bool)]
+
+    def variant(self, row: Row, against: Spec | None = None) -> dict[str, Any]:
+        """The deciding keys where a run differs from ``against`` (default: its defaults)."""
+        spec = against or Spec.of(row["method"], row["model"], row["data"])
+        ref = spec.config(row["seed"])
+        return {k: v for k, v in sorted(row["config"].items()) if k in ref and ref[k] != v}
+
+
+def latest_per_seed(rows: pd.DataFrame) -> pd.DataFrame:
+    """For each seed the latest row (by timestamp, then by position in the file), by seed."""
+    latest = rows.sort_values(["timestamp", "order"], kind="stable").groupby("seed").tail(1)
+    return latest.sort_values("seed", kind="stable")
+
+
+def load_runs(results: Path) -> Runs:
+    """``<results>/runs.csv`` with each row's run config; rows without a run folder left out."""
+    runs_dir = results / "runs"
+    columns = ["run_id", "timestamp", "method", "model", "data", "n_edits", "seed", "retention"]
+    frame = pd.DataFrame(read_rows(results / "runs.csv"), dtype=str)
+    frame = frame.reindex(columns=[*frame.columns, *(c for c in columns if c not in frame)])
+    frame = frame.fillna("")  # a column some rows lack: empty, as in the CSV
+    frame["order"] = range(len(frame))
+    frame["n"] = pd.to_numeric(frame["n_edits"], errors="coerce")
+    folders = [_folder(runs_dir / run_id) for run_id in frame["run_id"]]
+    lost = [run_id for run_id, found in zip(frame["run_id"], folders, strict=True) if not found]
+    if lost:
+        print(f"tables: {len(lost)} row(s) without a run config, left out: {lost}", file=sys.stderr)
+    frame["config"] = pd.Series([f.get("config") for f in folders], index=frame.index, dtype=object)
+    for key in ("prompt_version", "n_per_task"):
+        frame[key] = pd.Series([f.get(key) for f in folders], index=frame.index, dtype=object)
+    frame = frame[pd.Series([bool(f) for f in folders], index=frame.index, dtype=bool)]
+    return Runs(frame, runs_dir)
+
+
+def _folder(run_dir: Path) -> dict[str, Any]:
+    """A run folder's deciding config and retention inputs; {} without a ``config.yaml``."""
+    if not (run_dir / "config.yaml").is_file():
+        return {}
+    cfg = run_config(run_dir)
+    retention = cfg.get("eval", {}).get("retention") or {}
+    meta = {"prompt_version": None, "n_per_task": retention.get("n_per_task")}
+    file = run_dir / "retention.json"
+    if file.is_file():  # a re-evaluated run's folder holds its latest evaluation
+        written = json.loads(file.read_text())
+        meta = {key: written.get(key) for key in meta}
+    return {"config": deciding(cfg), **meta}
+
+
+def method_defaults(method: str) -> dict[str, Any]:
+    """The keys of ``method=<method>`` as today's ``conf/`` composes them (default model, data)."""
+    config = composed((f"method={method}",))
+    return {k.removeprefix("method."): v for k, v in config.items() if k.startswith("method.")}

@@ -10,7 +10,6 @@ the run's edit, rephrase or locality prompts, its target is shown too.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -19,6 +18,8 @@ import torch
 from elder import load, load_base
 from elder.models import LoadedModel
 from elder.saved import SAVED_DIR
+from experiments.results import predictions_file, read_jsonl
+from experiments.retention.generate import base_generate
 
 
 def _ids(model: LoadedModel, question: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -32,26 +33,18 @@ def _text(model: LoadedModel, tokens: torch.Tensor) -> str:
     return text.splitlines()[0] if text else ""
 
 
-@torch.no_grad()
 def base_answer(model: LoadedModel, question: str, max_new_tokens: int) -> str:
     """Greedy answer of the unedited model."""
-    input_ids, mask = _ids(model, question)
-    out = model.hf.generate(
-        input_ids=input_ids,
-        attention_mask=mask,
-        max_new_tokens=max_new_tokens,
-        do_sample=False,
-        pad_token_id=model.tokenizer.pad_token_id,
-    )
-    return _text(model, out[0, input_ids.shape[1] :])
+    out = base_generate(model)(*_ids(model, question), max_new_tokens)
+    return _text(model, out.tokens[0])
 
 
 def known_targets(run_dir: Path) -> dict[str, tuple[str, str]]:
     """prompt -> (split, target) over the run's evaluated prompts, if predictions were kept."""
-    file = run_dir / "predictions.jsonl"
+    file = predictions_file(run_dir)
     if not file.is_file():
         return {}
-    rows = (json.loads(line) for line in file.read_text().splitlines())
+    rows = read_jsonl(file)
     # locality_alt: a neighborhood prompt scored against the new target; its target is the truth
     return {r["prompt"]: (r["split"], r["target"]) for r in rows if r["split"] != "locality_alt"}
 

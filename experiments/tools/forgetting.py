@@ -2,25 +2,26 @@
 
     python -m experiments.tools.forgetting results/runs/<run> [more runs] [--window 100]
 
-Reads each run's ``predictions.jsonl`` (edit prompts in stream order) and prints the exact-match
-reliability on edits 1..window and on the last ``window`` edits, after the whole stream.
+Reads each run's predictions (``predictions.jsonl.gz``; edit prompts in stream order) and prints
+the exact-match reliability on edits 1..window and on the last ``window`` edits, after the whole
+stream.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+from experiments.results import predictions_file, read_jsonl
+
 
 def edit_exact(run_dir: Path) -> list[bool]:
-    """Exact match of each edit prompt, in stream order, from the run's ``predictions.jsonl``."""
-    file = run_dir / "predictions.jsonl"
+    """Exact match of each edit prompt, in stream order, from the run's predictions."""
+    file = predictions_file(run_dir)
     if not file.is_file():
-        raise FileNotFoundError(f"no predictions.jsonl in {run_dir} (looked for {file})")
-    rows = (json.loads(line) for line in file.read_text().splitlines() if line)
-    return [bool(r["exact"]) for r in rows if r["split"] == "edit"]
+        raise FileNotFoundError(f"no predictions in {run_dir} (looked for {file})")
+    return [bool(r["exact"]) for r in read_jsonl(file) if r["split"] == "edit"]
 
 
 def first_last(exact: list[bool], window: int) -> tuple[float, float]:

@@ -9,7 +9,7 @@ one edited model, evaluated once per ε. Only the fields an editor lists in
 ``edit()`` trains and is refused: that is a new run (``python run.py ...``).
 
 The new run folder (next to the source) gets the source's config with the new values, its own
-``predictions.jsonl`` and ``metrics.json`` and, when the source was run with ``eval=full``,
+``predictions.jsonl.gz`` and ``metrics.json`` and, when the source was run with ``eval=full``,
 retention on the same task sample. Its ``runs.csv`` row keeps the source's editing columns
 (``git_commit``, ``s_per_edit``, ``wall_s``, ``extra_params``), names the source in
 ``derived_from`` and this code in ``eval_commit``; the saved edits stay in the source folder.

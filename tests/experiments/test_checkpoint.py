@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from experiments.checkpoint import Checkpoints, resume_config
+from experiments.results import PREDICTIONS, read_jsonl
 from experiments.runner import run
 from experiments.validation import NonFiniteLoss
 from tests.conftest import ROOT, compose_cfg, tiny
@@ -50,7 +51,7 @@ def _outcome(run_dir: Path) -> tuple[dict, str, str, dict[str, torch.Tensor]]:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     return (
         {k: v for k, v in metrics.items() if k not in VARYING},
-        (run_dir / "predictions.jsonl").read_text(),
+        read_jsonl(run_dir / PREDICTIONS),
         (run_dir / "train.jsonl").read_text(),  # one line per batch, also when resumed
         load_file(str(run_dir / "edited" / "state.safetensors")),
     )

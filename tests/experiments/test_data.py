@@ -5,6 +5,7 @@ import json
 import pytest
 
 from experiments.data import load_stream
+from tests.conftest import real_data
 
 
 def _case(case_id: int, rephrase: str | None = "Where is {} located?") -> dict:
@@ -63,6 +64,7 @@ def test_a_stream_comes_in_batches_of_batch_size_with_a_short_last_one(counterfa
     assert [len(b) for b in stream.batches()] == [2, 2, 1]
 
 
+@real_data
 def test_the_shared_counterfact_stream_has_1000_cases_with_rephrases():
     stream = load_stream(
         "counterfact",

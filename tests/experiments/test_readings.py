@@ -5,6 +5,7 @@ from pathlib import Path
 
 from experiments import metrics as M
 from experiments.free_decoding import begins_with, matches
+from experiments.results import PREDICTIONS, read_jsonl
 from experiments.runner import run
 from tests.conftest import compose_cfg
 
@@ -56,7 +57,7 @@ def test_a_counterfact_paper_run_reports_every_reading(tmp_path):
 
 def test_a_counterfact_paper_run_probes_each_held_out_phrasing_once(tmp_path):
     _, run_dir = _paper_run(tmp_path)
-    rows = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
+    rows = read_jsonl(run_dir / PREDICTIONS)
     count = {split: sum(r["split"] == split for r in rows) for split in {r["split"] for r in rows}}
     # 4 cases: 8 edits, 4 held-out paraphrases, 3 neighborhood prompts each (truth, new)
     assert count == {"edit": 8, "rephrase": 4, "locality": 12, "locality_alt": 12}

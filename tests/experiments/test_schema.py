@@ -31,6 +31,12 @@ def test_an_unknown_key_is_refused_while_composing(key):
         compose_cfg(key)
 
 
+@pytest.mark.parametrize("logger", ["wandb", "none"])
+def test_a_loggers_unknown_key_is_refused_while_composing(logger):
+    with pytest.raises(ConfigCompositionException, match="logger.projct"):
+        compose_cfg(f"logger={logger}", "logger.projct=elder")
+
+
 @pytest.mark.parametrize("override", ["method.k=2.0", "method.k=true", "method.N=four"])
 def test_run_py_refuses_a_bad_type_in_one_line_before_any_model_loads(override):
     # Model and data point nowhere: had composition passed, the run would fail on those.

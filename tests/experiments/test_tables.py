@@ -5,11 +5,14 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
-from experiments.results import read_rows
+from omegaconf import OmegaConf
+
+from experiments.configs import compose
 from experiments.retention.prompts import PROMPT_VERSION
 from experiments.tables.edit_tables import table1, table3, table5
 from experiments.tables.figures import all_figures, fig3_overrides
@@ -18,6 +21,7 @@ from experiments.tables.options_table import options_table
 from experiments.tables.render import MISSING, Num, to_markdown, to_tex
 from experiments.tables.retention_tables import table2
 from experiments.tables.routing_table import routing_table
+from experiments.tables.runs import Runs, Spec, deciding, load_runs
 
 ROOT = Path(__file__).resolve().parents[2]
 # The ELDER configuration that Tables 4-5 and Figs. 2-3 vary (its pre-#23 defaults).
@@ -46,15 +50,24 @@ def row(run_id: str, **kw: object) -> dict[str, object]:
     return {**base, **kw}
 
 
-def write_runs(results: Path, rows: list[dict[str, object]]) -> Path:
-    """``<results>/runs.csv`` with the union of the rows' columns (absent cells empty)."""
+def write_runs(results: Path, rows: list[dict[str, object]]) -> Runs:
+    """``<results>/runs.csv`` with the union of the rows' columns (absent cells empty), and
+    for each row without one the ``config.yaml`` that ``python run.py`` writes for its method,
+    model, data, stream length, seed and overrides; the runs as the tables read them."""
     results.mkdir(parents=True, exist_ok=True)
     header = list(dict.fromkeys(k for r in rows for k in r))
     with open(results / "runs.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=header)
         writer.writeheader()
         writer.writerows(rows)
-    return results / "runs.csv"
+    for r in rows:
+        folder = results / "runs" / str(r["run_id"])
+        if not (folder / "config.yaml").is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            args = [f"{k}={r[k]}" for k in ("method", "model", "data", "seed")]
+            cfg = compose([*args, f"data.n_edits={r['n_edits']}", *shlex.split(r["overrides"])])
+            (folder / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    return load_runs(results)
 
 
 def cell(table, block: str, method: str, column: int):
@@ -66,8 +79,8 @@ def cell(table, block: str, method: str, column: int):
 
 def test_a_matching_row_fills_its_cell_and_lists_its_run(tmp_path):
     overrides = "method=elder eval=full eval.retention.n_per_task=100 save=true run_name=x"
-    rows = read_rows(write_runs(tmp_path, [row("r1", overrides=overrides)]))
-    table = table1(rows)
+    runs = write_runs(tmp_path, [row("r1", overrides=overrides)])
+    table = table1(runs)
     assert cell(table, "ZsRE · SmolLM2-135M", "ELDER", 1) == Num(50.0)
     assert cell(table, "ZsRE · SmolLM2-135M", "ELDER", 2) == Num(40.0)
     assert table.runs["ZsRE · SmolLM2-135M · ELDER"] == ["r1"]
@@ -85,36 +98,36 @@ def test_table3_lists_each_machines_s_per_edit_for_a_run_edited_on_two(tmp_path)
         machine="NVIDIA H100 + cpu:2xx86_64",
         edit_s_by_machine=shares,
     )
-    table = table3(read_rows(write_runs(tmp_path, [one, two])))
+    table = table3(write_runs(tmp_path, [one, two]))
     assert table.runs["ZsRE · SmolLM2-135M · ROME"] == [f"both ({shares})"]
     assert table.runs["ZsRE · SmolLM2-135M · LoRA"] == ["here (cpu:2xx86_64)"]
 
 
 def test_a_row_with_a_variant_override_does_not_fill_the_default_cell(tmp_path):
-    rows = read_rows(write_runs(tmp_path, [row("lr", overrides="method.lr=1e-3")]))
-    table = table1(rows)
+    runs = write_runs(tmp_path, [row("lr", overrides="method.lr=1e-3")])
+    table = table1(runs)
     assert cell(table, "ZsRE · SmolLM2-135M", "ELDER", 1) == MISSING
     assert "ZsRE · SmolLM2-135M · ELDER" not in table.runs
 
 
 def test_an_override_at_its_default_value_is_the_default_run(tmp_path):
-    rows = read_rows(write_runs(tmp_path, [row("k2", overrides="+sweep=table5_k method.k=2")]))
-    assert cell(table1(rows), "ZsRE · SmolLM2-135M", "ELDER", 2) == Num(40.0)
+    runs = write_runs(tmp_path, [row("k2", overrides="+sweep=table5_k method.k=2")])
+    assert cell(table1(runs), "ZsRE · SmolLM2-135M", "ELDER", 2) == Num(40.0)
 
 
 def test_table5_varies_the_study_configuration_and_its_default_row_is_that_run(tmp_path):
     overrides = f"+sweep=table5_k method.k=2 {STUDY}"
-    rows = read_rows(write_runs(tmp_path, [row("k2", overrides=overrides)]))
-    assert cell(table5(rows), "ZsRE · SmolLM2-135M · k", "k=2 (default)", 2) == Num(40.0)
-    legacy = cell(table1(rows), "ZsRE · SmolLM2-135M", "ELDER (pre-#23 defaults)", 2)
+    runs = write_runs(tmp_path, [row("k2", overrides=overrides)])
+    assert cell(table5(runs), "ZsRE · SmolLM2-135M · k", "k=2 (default)", 2) == Num(40.0)
+    legacy = cell(table1(runs), "ZsRE · SmolLM2-135M", "ELDER (pre-#23 defaults)", 2)
     assert legacy == Num(40.0)
 
 
 def test_a_sweep_value_without_enough_allocations_for_1000_labels_is_na_with_its_reason(
     tmp_path,
 ):
-    rows = read_rows(write_runs(tmp_path, [row("k4", overrides=f"method.k=4 method.N=8 {STUDY}")]))
-    table = table5(rows)
+    runs = write_runs(tmp_path, [row("k4", overrides=f"method.k=4 method.N=8 {STUDY}")])
+    table = table5(runs)
     # k=4 at the default N=4 leaves C(4,4)^6 = 1 allocation: its row is the run at N=8.
     assert cell(table, "ZsRE · SmolLM2-135M · k", "k=4, N=8", 2) == Num(40.0)
     # N=2 at the default k=2 has no N or k that fits: no run, no command, the reason instead.
@@ -125,10 +138,10 @@ def test_a_sweep_value_without_enough_allocations_for_1000_labels_is_na_with_its
 
 def test_a_sweep_run_on_a_shorter_stream_adds_no_table5_setting(tmp_path):
     rows = [row("lam1", data="counterfact", n_edits=200, overrides=f"method.lam=1 {STUDY}")]
-    table = table5(read_rows(write_runs(tmp_path, rows)))
+    table = table5(write_runs(tmp_path, rows))
     assert not any(block.label.startswith("CounterFact") for block in table.blocks)
     rows = [row("lam1", data="counterfact", overrides=f"method.lam=1 {STUDY}")]
-    table = table5(read_rows(write_runs(tmp_path, rows)))
+    table = table5(write_runs(tmp_path, rows))
     assert cell(table, "CounterFact · SmolLM2-135M · λ", "λ=1", 1) == Num(50.0)
 
 
@@ -138,7 +151,7 @@ def test_two_seeds_are_averaged_from_the_latest_row_of_each(tmp_path):
         row("s0", seed=0, reliability=0.4),
         row("s1", seed=1, reliability=0.6),
     ]
-    table = table1(read_rows(write_runs(tmp_path, rows)))
+    table = table1(write_runs(tmp_path, rows))
     value = cell(table, "ZsRE · SmolLM2-135M", "ELDER", 1)
     assert (round(value.mean, 6), value.n) == (50.0, 2)
     assert abs(value.std - 14.1421) < 1e-3
@@ -147,7 +160,7 @@ def test_two_seeds_are_averaged_from_the_latest_row_of_each(tmp_path):
 
 
 def test_a_missing_cell_is_reported_with_the_command_that_produces_it(tmp_path):
-    table = table2(read_rows(write_runs(tmp_path, [row("no_retention")])))
+    table = table2(write_runs(tmp_path, [row("no_retention")]))
     label = "CounterFact · SmolLM2-135M · GRACE · eval=full"
     command = "python run.py method=grace model=smollm2_135m data=counterfact eval=full"
     assert table.missing[label] == command
@@ -156,31 +169,29 @@ def test_a_missing_cell_is_reported_with_the_command_that_produces_it(tmp_path):
 
 def test_a_retention_row_made_with_older_prompts_fills_no_cell(tmp_path):
     rows = [row("v1", method="melo", retention=0.1), row("now", method="ft_l", retention=0.2)]
-    runs = read_rows(write_runs(tmp_path, rows))
+    write_runs(tmp_path, rows)
     for run_id, version in [("v1", "gu2024-v1"), ("now", PROMPT_VERSION)]:
-        (tmp_path / "runs" / run_id).mkdir(parents=True)
         (tmp_path / "runs" / run_id / "retention.json").write_text(
             json.dumps({"prompt_version": version})
         )
-    table = table2(runs, tmp_path / "runs")
+    table = table2(load_runs(tmp_path))
     assert cell(table, "", "MELO", 1) == MISSING
     assert cell(table, "", "FT-L", 1) == Num(20.0, digits=1)
 
 
 def test_a_retention_cell_names_the_sample_its_run_folder_used(tmp_path):
     rows = [row("resumed", method="lemoe", retention=0.1, overrides="resume=results/runs/x")]
-    runs = read_rows(write_runs(tmp_path, rows))
-    (tmp_path / "runs" / "resumed").mkdir(parents=True)
+    write_runs(tmp_path, rows)
     (tmp_path / "runs" / "resumed" / "retention.json").write_text(
         json.dumps({"prompt_version": PROMPT_VERSION, "n_per_task": 100})
     )
-    table = table2(runs, tmp_path / "runs")
+    table = table2(load_runs(tmp_path))
     assert table.runs["ZsRE · SmolLM2-135M · LEMoE · eval=full"] == ["resumed (n_per_task=100)"]
 
 
 def test_the_tex_output_is_a_well_formed_booktabs_tabular(tmp_path):
     rows = [row("s0", seed=0), row("s1", seed=1, reliability=0.7)]
-    tex = to_tex(table1(read_rows(write_runs(tmp_path, rows))))
+    tex = to_tex(table1(write_runs(tmp_path, rows)))
     assert tex.count(r"\begin{tabular}") == tex.count(r"\end{tabular}") == 1
     assert tex.count(r"\begin{table}") == tex.count(r"\end{table}") == 1
     assert tex.index(r"\toprule") < tex.index(r"\midrule") < tex.index(r"\bottomrule")
@@ -194,7 +205,7 @@ def test_the_tex_output_is_a_well_formed_booktabs_tabular(tmp_path):
 
 def write_curve(results: Path, run_id: str, values: list[float]) -> None:
     folder = results / "runs" / run_id
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     points = [
         {"edits": 100 * (i + 1), "reliability": v, "extra_params": 1000 * (i + 1)}
         for i, v in enumerate(values)
@@ -219,7 +230,7 @@ def curve_results(results: Path) -> Path:
 
 def test_figures_are_written_from_curve_files_and_a_figure_without_data_is_not(tmp_path):
     results = curve_results(tmp_path)
-    fig2, fig3, fig4 = all_figures(read_rows(results / "runs.csv"), results)
+    fig2, fig3, fig4 = all_figures(load_runs(results), results)
     assert fig2.path.read_bytes()[:4] == PNG
     assert sorted(fig2.runs) == ["elder0", "elder1", "grace0"]
     assert fig3.path.read_bytes()[:4] == PNG  # the default L only
@@ -231,7 +242,7 @@ def test_a_figure_short_of_the_papers_stream_or_seeds_says_so_and_names_the_full
     tmp_path,
 ):
     results = curve_results(tmp_path)  # 400 edits; GRACE one seed, ELDER two
-    fig2, fig3, _ = all_figures(read_rows(results / "runs.csv"), results)
+    fig2, fig3, _ = all_figures(load_runs(results), results)
     assert "stream of 400 edits (the paper's: 4000)" in fig2.note
     assert "seeds below 2: GRACE: 1" in fig2.note and "ELDER" not in fig2.note
     assert fig2.missing == [
@@ -255,7 +266,7 @@ def test_figure_3_varies_l_with_eps_at_the_defaults_share_of_the_code_bits(tmp_p
     write_runs(tmp_path, rows)
     write_curve(tmp_path, "l8_eps16", [0.9, 0.8])
     write_curve(tmp_path, "l4_eps12", [0.9, 0.8])
-    fig3 = all_figures(read_rows(tmp_path / "runs.csv"), tmp_path)[1]
+    fig3 = all_figures(load_runs(tmp_path), tmp_path)[1]
     assert fig3.runs == ["l8_eps16"] and "no curve: L=4, L=6" in fig3.note
 
 
@@ -268,7 +279,7 @@ def test_a_curve_on_a_shorter_stream_is_not_drawn_beside_a_longer_one(tmp_path):
     write_runs(tmp_path, rows)
     write_curve(tmp_path, "grace200", [1.0, 1.0])
     write_curve(tmp_path, "elder400", [1.0, 0.9, 0.9, 0.8])
-    fig2 = all_figures(read_rows(tmp_path / "runs.csv"), tmp_path)[0]
+    fig2 = all_figures(load_runs(tmp_path), tmp_path)[0]
     assert fig2.runs == ["elder400"] and "GRACE: 0" in fig2.note
 
 
@@ -284,7 +295,7 @@ def test_figure_3_draws_the_stream_where_most_values_of_l_have_a_curve(tmp_path)
     for run_id in ("l4_200", "l6_200", "l8_200"):
         write_curve(tmp_path, run_id, [0.9, 0.8])
     write_curve(tmp_path, "l6_4000", [0.9] * 40)
-    fig3 = all_figures(read_rows(tmp_path / "runs.csv"), tmp_path)[1]
+    fig3 = all_figures(load_runs(tmp_path), tmp_path)[1]
     assert sorted(fig3.runs) == ["l4_200", "l6_200", "l8_200"]
     assert "stream of 200 edits (the paper's: 4000)" in fig3.note
     assert [m.split(f"eval.every=100 {STUDY}")[1] for m in fig3.missing] == [
@@ -317,18 +328,15 @@ def test_the_command_line_builds_everything_from_synthetic_results(tmp_path):
 
 
 def test_a_resumed_run_is_matched_by_the_config_of_its_run_folder(tmp_path):
-    folder = tmp_path / "runs" / "resumed"
-    folder.mkdir(parents=True)
-    (folder / "config.yaml").write_text("method:\n  lr: 0.001\n  k: 2\n")
-    resume = f"resume={folder}"
-    rows = read_rows(write_runs(tmp_path, [row("resumed", overrides=resume)]))
-    table = table1(rows, tmp_path / "runs")
+    resumed = with_config(tmp_path, "resumed", "method:\n  lr: 0.001\n  k: 2\n")
+    resumed["overrides"] = f"resume={tmp_path / 'runs' / 'resumed'}"
+    table = table1(write_runs(tmp_path, [resumed]))
     assert cell(table, "ZsRE · SmolLM2-135M", "ELDER", 1) == MISSING  # lr=1e-3 is a variant
 
 
 def _routing_report(run_dir: Path, same_as_stored: float) -> None:
     deferral = {"deferred": 0.0, "hamming_to_nearest": {"min": 0, "median": 4, "max": 6}}
-    run_dir.mkdir(parents=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "routing.json").write_text(
         json.dumps(
             {
@@ -354,7 +362,7 @@ def test_the_routing_table_has_a_row_per_elder_run_with_a_routing_report(tmp_pat
     ]
     _routing_report(tmp_path / "runs" / "with", same_as_stored=0.025)
     _routing_report(tmp_path / "runs" / "grace", same_as_stored=1.0)
-    table = routing_table(read_rows(write_runs(tmp_path, rows)), tmp_path / "runs")
+    table = routing_table(write_runs(tmp_path, rows))
     (block,) = table.blocks
     assert block.label == "CounterFact · SmolLM2-135M"
     (line,) = block.rows
@@ -363,24 +371,24 @@ def test_the_routing_table_has_a_row_per_elder_run_with_a_routing_report(tmp_pat
     assert table.runs == {"CounterFact · SmolLM2-135M": ["with"]}
 
 
-def test_a_run_made_before_elders_reference_defaults_fills_the_legacy_row_only(tmp_path):
-    folder = tmp_path / "runs" / "old"
+def with_config(results: Path, run_id: str, config: str) -> dict[str, object]:
+    """A row whose run folder has ``config`` as its config.yaml (one made by older code)."""
+    folder = results / "runs" / run_id
     folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(config)
+    return row(run_id)
+
+
+def test_a_run_made_before_elders_reference_defaults_fills_the_legacy_row_only(tmp_path):
     old_config = "method:\n  _target_: elder.ELDER\n  lr: 0.0001\n  reset_optimizer: false\n"
-    (folder / "config.yaml").write_text(old_config)
-    rows = read_rows(write_runs(tmp_path, [row("old")]))
-    table = table1(rows, tmp_path / "runs")
+    table = table1(write_runs(tmp_path, [with_config(tmp_path, "old", old_config)]))
     assert cell(table, "ZsRE · SmolLM2-135M", "ELDER", 1) == MISSING
     assert cell(table, "ZsRE · SmolLM2-135M", "ELDER (pre-#23 defaults)", 1) == Num(50.0)
 
 
 def test_a_run_with_the_reference_defaults_fills_the_elder_row_only(tmp_path):
-    folder = tmp_path / "runs" / "new"
-    folder.mkdir(parents=True)
     new_config = "method:\n  _target_: elder.ELDER\n  query: fc_input\n  optimizer: per_batch\n"
-    (folder / "config.yaml").write_text(new_config)
-    rows = read_rows(write_runs(tmp_path, [row("new")]))
-    table = table1(rows, tmp_path / "runs")
+    table = table1(write_runs(tmp_path, [with_config(tmp_path, "new", new_config)]))
     assert cell(table, "ZsRE · SmolLM2-135M", "ELDER", 1) == Num(50.0)
     assert cell(table, "ZsRE · SmolLM2-135M", "ELDER (pre-#23 defaults)", 1) == MISSING
 
@@ -396,8 +404,39 @@ def test_the_options_table_switches_one_option_at_a_time_from_the_pre_23_default
         row("init", n_edits=40, overrides=init, reliability=0.2),
         row("today", n_edits=40, reliability=0.3),
     ]
-    table = options_table(read_rows(write_runs(tmp_path, rows)))
+    table = options_table(write_runs(tmp_path, rows))
     assert cell(table, "", "pre-#23 defaults", 1) == Num(10.0)
     assert cell(table, "", "pre-#23, lora_init = reference", 1) == Num(20.0)
     assert cell(table, "", "all four = reference (today's defaults)", 1) == Num(30.0)
     assert cell(table, "", "pre-#23, query = reference", 1) == MISSING
+
+
+def test_a_run_is_matched_on_resolved_values_not_on_how_they_were_spelled(tmp_path):
+    # model.layers.elder.query_block resolves into method.query_block: same run, two spellings.
+    legacy = " ".join(f"{k}={v}" for k, v in ELDER_STUDY_BASE.items() if k.startswith("method."))
+    rows = [row("direct", overrides=f"{legacy} method.query_block=20 method.lr=1e-4")]
+    table = table1(write_runs(tmp_path, rows))
+    assert cell(table, "ZsRE · SmolLM2-135M", "ELDER (pre-#23 defaults)", 1) == Num(50.0)
+
+
+def test_a_residual_run_from_todays_query_block_is_not_a_pre_23_run(tmp_path):
+    legacy = " ".join(f"{k}={v}" for k, v in ELDER_STUDY_BASE.items() if k.startswith("method."))
+    table = table1(write_runs(tmp_path, [row("block19", overrides=legacy)]))
+    assert cell(table, "ZsRE · SmolLM2-135M", "ELDER (pre-#23 defaults)", 1) == MISSING
+    assert cell(table, "ZsRE · SmolLM2-135M", "ELDER", 1) == MISSING
+
+
+def test_a_row_without_a_run_folder_is_left_out_and_said_so(tmp_path, capsys):
+    runs = write_runs(tmp_path, [row("kept"), row("gone")])
+    (tmp_path / "runs" / "gone" / "config.yaml").unlink()
+    runs = load_runs(tmp_path)
+    assert list(runs.frame["run_id"]) == ["kept"]
+    assert "'gone'" in capsys.readouterr().err
+
+
+def test_a_cells_config_is_what_hydra_composes_for_its_command():
+    spec = Spec.of("elder", "smollm2_135m", "zsre", overrides=ELDER_STUDY_BASE)
+    full = deciding(compose([*spec.args(), "seed=3"]))
+    assert spec.config(seed=3) == full
+    assert full["method.query_block"] == full["method.first_layer"]  # the interpolation resolved
+    assert full["method.allocation_seed"] == 3

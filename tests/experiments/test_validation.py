@@ -178,6 +178,7 @@ def test_hub_models_run_remote_code_only_when_the_config_asks(monkeypatch, asked
 
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", model)
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", tokenizer)
+    monkeypatch.setattr("elder.models.hub_local_only", lambda path: False)  # as if online
     extra = {"trust_remote_code": True} if asked else {}
     load_model("x", "hub", "someone/model", "model.layers", device="cpu", **extra)
     assert seen == [asked, asked]

@@ -4,6 +4,7 @@ import pytest
 
 from experiments.retention.prompts import SPECS, render
 from experiments.retention.tasks import TASKS, load_task
+from tests.conftest import real_data
 
 COUNTS = {
     "gsm8k": 1319,
@@ -17,6 +18,7 @@ COUNTS = {
 }
 
 
+@real_data
 @pytest.mark.parametrize("task", sorted(COUNTS))
 def test_loader_reads_every_record_of_its_file(task):
     records = load_task(task)
@@ -24,6 +26,7 @@ def test_loader_reads_every_record_of_its_file(task):
     assert all(records)  # no empty record
 
 
+@real_data
 def test_fields_are_parsed():
     assert load_task("gsm8k")[0]["answer"] == "18"
     assert {r["label"] for r in load_task("rte")} == {"entailment", "not_entailment"}
@@ -43,6 +46,7 @@ def test_every_task_renders_its_template_with_the_record_fields():
         assert prompt.record == 0 and prompt.text.endswith(tail)
 
 
+@real_data
 def test_conll03_asks_one_prompt_per_entity_type():
     prompts = render("conll03", load_task("conll03")[:2])
     assert [p.kind for p in prompts] == ["PER", "LOC", "ORG", "MISC"] * 2
