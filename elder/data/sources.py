@@ -1,7 +1,7 @@
 """Where each data file comes from: a public URL, and the sha256 of the copy our results used.
 
 A file that is neither under ``$ELDER_DATA_DIR`` nor in the user cache is downloaded from here
-(:mod:`experiments.streams.fetch`) and must match its hash byte for byte. Every URL below was
+(:mod:`elder.data.fetch`) and must match its hash byte for byte. Every URL below was
 checked byte for byte against the copy in ``../shared/data`` on 2026-12-01 (``evidence``).
 """
 
