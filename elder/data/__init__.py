@@ -28,7 +28,7 @@ COMPLETE = ".complete"  # in a cached folder: every file of its manifest is ther
 def data_file(path: str) -> Path:
     """A data file: an absolute path, or ``path`` under ``$ELDER_DATA_DIR``, in the user cache
     (``$ELDER_CACHE_DIR/data``), or downloaded there from its public source and checked against
-    its pinned sha256 (:mod:`experiments.streams.sources`). Fails naming every place looked."""
+    its pinned sha256 (:mod:`elder.data.sources`). Fails naming every place looked."""
     file = Path(path)
     if file.is_absolute():
         if file.is_file():
@@ -37,24 +37,19 @@ def data_file(path: str) -> Path:
     found, looked, cached = _lookup(path, Path.is_file)
     if found is not None:
         return found
+    missing = f"data file '{path}' not found: looked for {', '.join(looked)}"
     if path in NO_SOURCE or path not in SOURCES:
         how = NO_SOURCE.get(path, "it is not one of the project's data files")
-        raise FileNotFoundError(
-            f"data file '{path}' not found: looked for {', '.join(looked)}; "
-            f"no direct download: {how} (see docs/usage.md, 'Data')"
-        )
+        raise FileNotFoundError(f"{missing}; no direct download: {how} (see docs/usage.md, 'Data')")
     if cached is None:
+        url = source_url(SOURCES[path])
         raise FileNotFoundError(
-            f"data file '{path}' not found: looked for {', '.join(looked)}; "
-            f"the user cache is off, so it cannot be downloaded from {source_url(SOURCES[path])}"
+            f"{missing}; the user cache is off, so it cannot be downloaded from {url}"
         )
     try:
         return download(SOURCES[path], cached)
     except DownloadError as err:
-        raise FileNotFoundError(
-            f"data file '{path}' not found: looked for {', '.join(looked)}; "
-            f"downloading it failed: {err}"
-        ) from None
+        raise FileNotFoundError(f"{missing}; downloading it failed: {err}") from None
 
 
 def data_folder(path: str) -> Path:

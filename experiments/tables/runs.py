@@ -210,14 +210,15 @@ def load_runs(results: Path) -> Runs:
     frame = frame.fillna("")  # a column some rows lack: empty, as in the CSV
     frame["order"] = range(len(frame))
     frame["n"] = pd.to_numeric(frame["n_edits"], errors="coerce")
-    folders = [_folder(runs_dir / run_id) for run_id in frame["run_id"]]
-    lost = [run_id for run_id, found in zip(frame["run_id"], folders, strict=True) if not found]
+    # A run re-evaluated later has several rows: its folder is read once.
+    folders = {run_id: _folder(runs_dir / run_id) for run_id in dict.fromkeys(frame["run_id"])}
+    lost = [run_id for run_id, found in folders.items() if not found]
     if lost:
-        print(f"tables: {len(lost)} row(s) without a run config, left out: {lost}", file=sys.stderr)
-    frame["config"] = pd.Series([f.get("config") for f in folders], index=frame.index, dtype=object)
-    for key in ("prompt_version", "n_per_task"):
-        frame[key] = pd.Series([f.get(key) for f in folders], index=frame.index, dtype=object)
-    frame = frame[pd.Series([bool(f) for f in folders], index=frame.index, dtype=bool)]
+        print(f"tables: {len(lost)} run(s) without a run config, left out: {lost}", file=sys.stderr)
+    frame = frame[frame["run_id"].map(lambda run_id: bool(folders[run_id])).astype(bool)].copy()
+    for key in ("config", "prompt_version", "n_per_task"):
+        values = [folders[run_id][key] for run_id in frame["run_id"]]
+        frame[key] = pd.Series(values, index=frame.index, dtype=object)
     return Runs(frame, runs_dir)
 
 
