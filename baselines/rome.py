@@ -24,28 +24,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from baselines._common import block_of
+from baselines.locate import check_subjects, fit_delta, generate_prefixes, subject_rows
 from baselines.one_layer import fc_layer, weight_out_in
 from baselines.rome_stats import cached_second_moment
-from elder import trunk
 from elder.editor import Editor, EditRecord, Encoded
-from elder.encoding import encode
 from elder.models import LoadedModel
-
-PREFIX_SEEDS = ("The", "Therefore", "Because", "I", "You")  # EasyEdit's seed words
-KL_PROMPT = "{} is a"  # the reference's "essence" prompt for the KL term
 
 
 class _Stop(Exception):
     pass
-
-
-def subject_last_token(tokenizer: Any, text: str, subject_end: int) -> int:
-    """Index of the token holding character ``subject_end - 1`` of ``text``."""
-    offsets = tokenizer(text, return_offsets_mapping=True).offset_mapping
-    return max(i for i, (s, e) in enumerate(offsets) if e > s and s < subject_end)
 
 
 @dataclass
@@ -104,60 +93,18 @@ class ROME(Editor):
 
     # -- contexts ----------------------------------------------------------------------------
 
-    @torch.no_grad()
-    def generate_prefixes(self) -> list[str]:
-        """Short texts sampled (top-5, seeded) from the model, ROME's random prefixes."""
-        tok, hf = self.model.tokenizer, self.model.hf
-        prefixes: list[str] = []
-        cuda = [self.model.device.index or 0] if self.model.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda):
-            torch.manual_seed(self.config.prefix_seed)
-            for length, count in self.config.prefix_lengths:
-                for s, seed in enumerate(PREFIX_SEEDS):
-                    n = len(range(s, count, len(PREFIX_SEEDS)))  # seeds take turns
-                    if n == 0:
-                        continue
-                    ids = torch.tensor([tok(seed).input_ids] * n, device=self.model.device)
-                    out = hf.generate(
-                        input_ids=ids,
-                        attention_mask=torch.ones_like(ids),
-                        do_sample=True,
-                        top_k=5,
-                        top_p=1.0,
-                        temperature=1.0,
-                        max_new_tokens=length,
-                        pad_token_id=tok.pad_token_id,
-                    )
-                    prefixes += tok.batch_decode(out, skip_special_tokens=True)
-        return prefixes
-
     def contexts(self) -> list[str]:
         """What precedes the prompt in each rewriting row: nothing, then each prefix + '. '."""
-        if self.context_prefixes is None:
-            self.context_prefixes = self.generate_prefixes()  # once, by the unedited model
+        if self.context_prefixes is None:  # once, by the unedited model
+            cfg = self.config
+            self.context_prefixes = generate_prefixes(
+                self.model, cfg.prefix_lengths, cfg.prefix_seed
+            )
         return [""] + [p + ". " for p in self.context_prefixes]
 
     def _rows(self, record: EditRecord) -> tuple[Encoded, torch.Tensor]:
-        """Rewriting rows (each context + prompt) and a last KL row, with target tokens.
-
-        Returns the batch and the index of the last subject token in each row (rows,).
-        """
-        at = record.prompt.find(record.subject) if record.subject else -1
-        if at < 0:
-            raise ValueError(
-                f"ROME: subject {record.subject!r} of record case_id={record.case_id} is not in "
-                f"its prompt {record.prompt!r}"
-            )
-        tok = self.model.tokenizer
-        texts, lookups = [], []
-        for context in self.contexts():
-            texts.append(context + record.prompt)
-            end = len(context) + at + len(record.subject)
-            lookups.append(subject_last_token(tok, texts[-1], end))
-        texts.append(KL_PROMPT.format(record.subject))
-        lookups.append(subject_last_token(tok, texts[-1], len(record.subject)))
-        enc = encode(tok, texts, [record.target] * len(texts), self.model.device)
-        return enc, torch.tensor(lookups, device=self.model.device)
+        """Rewriting rows (each context + prompt) and a last KL row, with the subject lookups."""
+        return subject_rows(self.model, record, self.contexts())
 
     # -- the method --------------------------------------------------------------------------
 
@@ -198,72 +145,8 @@ class ROME(Editor):
         self, enc: Encoded, lookups: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """v* = m + δ (out,), δ fitted as in Eq. 4; m is the layer output on the bare prompt."""
-        n = len(lookups)
-        hidden = trunk.block_input(self.model, self.start, enc)  # (rows, T, d), frozen below
-        head = self.hf.get_output_embeddings()
-        if (
-            self.config.fast_path
-        ):  # tokens before each row's δ are frozen at every block: run them once
-            frozen = trunk.freeze_past(self.model, self.start, hidden, enc, lookups)
-            at = (torch.zeros_like(lookups), frozen.first)  # δ's places in (1, n_live, out)
-            nll_at = (frozen.next_label != -100) & (frozen.sequence != n - 1)  # not the KL row
-            targets = frozen.next_label[nll_at]
-
-            def final_hidden() -> tuple[torch.Tensor, torch.Tensor]:
-                h = trunk.live_hidden_from(self.model, self.start, frozen)  # (n_live, d)
-                return h[nll_at], h[frozen.first[-1]]
-
-        else:
-            at = (torch.arange(n, device=lookups.device), lookups)  # in (rows, T, out)
-            shifted = enc.labels[:, 1:]  # (rows, T-1): the token each position predicts
-            nll_mask = shifted != -100
-            nll_mask[-1] = False  # the KL row only serves the KL term
-            targets = shifted[nll_mask]
-
-            def final_hidden() -> tuple[torch.Tensor, torch.Tensor]:
-                with trunk.from_block(self.model, self.start):
-                    out = self.hf.base_model(
-                        inputs_embeds=hidden, attention_mask=enc.attention_mask
-                    )
-                h = out.last_hidden_state  # (rows, T, d)
-                return h[:, :-1][nll_mask], h[-1, lookups[-1]]
-
-        out_f = weight_out_in(self.layer).shape[0]
-        delta = torch.zeros(out_f, device=hidden.device, requires_grad=True)
-        state: dict[str, torch.Tensor] = {}
-
-        def add_delta(mod, args, out):  # δ at the last subject token of every row
-            if "m" not in state:
-                state["m"] = out[at[0][0], at[1][0]].detach().float()
-            return out.index_put(at, delta.to(out.dtype).expand(n, -1), accumulate=True)
-
-        optimizer = torch.optim.Adam([delta], lr=self.config.v_lr)
-        handle = self.layer.register_forward_hook(add_delta)
-        try:
-            for step in range(self.config.v_num_grad_steps):
-                h_targets, h_kl = final_hidden()
-                nll = F.cross_entropy(head(h_targets).float(), targets)
-                kl_log_probs = torch.log_softmax(head(h_kl).float(), -1)
-                if step == 0:
-                    kl_init = kl_log_probs.detach()
-                # KL(p ‖ p_0) on "S is a" at the last subject token: keep the subject's essence.
-                kl = F.kl_div(kl_init, kl_log_probs, log_target=True, reduction="sum")
-                m = state["m"]
-                decay = self.config.v_weight_decay * delta.norm() / m.norm() ** 2
-                loss = nll + self.config.kl_factor * kl + decay
-                if loss.item() < self.config.stop_loss or step == self.config.v_num_grad_steps - 1:
-                    break
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                with torch.no_grad():  # project δ onto the ball ‖δ‖ ≤ clamp_norm_factor · ‖m‖
-                    max_norm = self.config.clamp_norm_factor * m.norm()
-                    if delta.norm() > max_norm:
-                        delta.mul_(max_norm / delta.norm())
-        finally:
-            handle.remove()
-        info = {"nll": nll.item(), "kl": kl.item(), "delta_ratio": (delta.norm() / m.norm()).item()}
-        return (m + delta).detach(), info
+        m, delta, info = fit_delta(self.model, self.layer, self.start, enc, lookups, self.config)
+        return m + delta, info
 
     @torch.no_grad()
     def apply_update(self, k_star: torch.Tensor, u: torch.Tensor, v_star: torch.Tensor) -> None:
@@ -271,6 +154,9 @@ class ROME(Editor):
         current = self.layer(k_star[None].to(self.layer.weight.dtype))[0].float()  # W k* + b
         lam = (v_star - current) / (u @ k_star)  # (out,)
         weight_out_in(self.layer).add_(torch.outer(lam, u).to(self.layer.weight.dtype))
+
+    def check_stream(self, records: list[EditRecord]) -> None:
+        check_subjects(self.name, records)
 
     def edit(self, batch: list[EditRecord]) -> dict[str, float]:
         stats: dict[str, float] = {}

@@ -44,24 +44,30 @@ def corpus_texts(path: str, text_field: str, n_samples: int | None) -> list[str]
 
 @torch.no_grad()
 def second_moment(
-    model: LoadedModel, module: str, texts: list[str], batch_size: int = 8
-) -> tuple[torch.Tensor, int]:
-    """Uncentered E[k kᵀ] (in, in) in float64 over every token of ``texts``, and the count."""
-    layer = get_module(model.hf, module)
+    model: LoadedModel, modules: list[str], texts: list[str], batch_size: int = 8
+) -> tuple[list[torch.Tensor], int]:
+    """Uncentered E[k kᵀ] (in, in) in float64 of each module's input over every token of
+    ``texts``, all in one pass, and the token count."""
+    layers = [get_module(model.hf, m) for m in modules]
     tok = model.tokenizer
     max_len = min(model.max_length, 1024)  # ROME's GPT-2 context; BoolQ passages are shorter
-    captured: dict[str, torch.Tensor] = {}
+    captured: dict[int, torch.Tensor] = {}
 
-    def grab(mod, args):
-        captured["k"] = args[0]
-        raise _Stop  # nothing above the layer is needed
+    def grab(i: int):
+        def hook(mod, args):
+            captured[i] = args[0]
+            if len(captured) == len(layers):
+                raise _Stop  # nothing above the last layer is needed
 
-    total, count = None, 0
+        return hook
+
+    totals: list[torch.Tensor | None] = [None] * len(layers)
+    count = 0
     order = sorted(texts, key=len)  # similar lengths per batch: less padding
-    handle = layer.register_forward_pre_hook(grab)
+    handles = [layer.register_forward_pre_hook(grab(i)) for i, layer in enumerate(layers)]
     try:
         starts = range(0, len(order), batch_size)
-        for start in tqdm(starts, desc=f"ROME second moment ({module})", unit="batch"):
+        for start in tqdm(starts, desc=f"second moment ({', '.join(modules)})", unit="batch"):
             enc = tok(
                 order[start : start + batch_size],
                 return_tensors="pt",
@@ -69,14 +75,42 @@ def second_moment(
                 truncation=True,
                 max_length=max_len,
             ).to(model.device)
+            captured.clear()
             with contextlib.suppress(_Stop):
                 model.hf(input_ids=enc.input_ids, attention_mask=enc.attention_mask)
-            k = captured["k"][enc.attention_mask.bool()].double()  # (tokens, in), no padding
-            total = k.T @ k if total is None else total + k.T @ k
-            count += k.shape[0]
+            keep = enc.attention_mask.bool()
+            for i in range(len(layers)):
+                k = captured[i][keep].double()  # (tokens, in), no padding
+                totals[i] = k.T @ k if totals[i] is None else totals[i] + k.T @ k
+            count += int(keep.sum())
     finally:
-        handle.remove()
-    return total / count, count
+        for handle in handles:
+            handle.remove()
+    return [total / count for total in totals], count
+
+
+def cached_second_moments(
+    model: LoadedModel,
+    modules: list[str],
+    corpus: str,
+    text_field: str,
+    n_samples: int | None,
+    stats_dir: str,
+) -> list[torch.Tensor]:
+    """C of each module for (model, corpus), read from ``stats_dir`` or computed (the missing
+    ones, in one pass) and written there."""
+    tag = f"{Path(corpus).stem}.{text_field}.{n_samples or 'all'}"
+    files = [Path(stats_dir) / model.name / f"{m}.{tag}.safetensors" for m in modules]
+    missing = [m for m, f in zip(modules, files, strict=True) if not f.is_file()]
+    if missing:
+        texts = corpus_texts(corpus, text_field, n_samples)
+        mom2s, count = second_moment(model, missing, texts)
+        for m, mom2 in zip(missing, mom2s, strict=True):
+            with atomic_path(files[modules.index(m)]) as tmp:  # never a half-written cache
+                save_file(
+                    {"mom2": mom2.cpu().contiguous()}, str(tmp), metadata={"tokens": str(count)}
+                )
+    return [load_file(str(f))["mom2"].to(model.device) for f in files]
 
 
 def cached_second_moment(
@@ -87,12 +121,5 @@ def cached_second_moment(
     n_samples: int | None,
     stats_dir: str,
 ) -> torch.Tensor:
-    """C for (model, module, corpus), read from ``stats_dir`` or computed and written there."""
-    tag = f"{Path(corpus).stem}.{text_field}.{n_samples or 'all'}"
-    file = Path(stats_dir) / model.name / f"{module}.{tag}.safetensors"
-    if file.is_file():
-        return load_file(str(file))["mom2"].to(model.device)
-    mom2, count = second_moment(model, module, corpus_texts(corpus, text_field, n_samples))
-    with atomic_path(file) as tmp:  # never leave a half-written cache behind
-        save_file({"mom2": mom2.cpu().contiguous()}, str(tmp), metadata={"tokens": str(count)})
-    return mom2
+    """C for (model, module, corpus), as :func:`cached_second_moments`."""
+    return cached_second_moments(model, [module], corpus, text_field, n_samples, stats_dir)[0]

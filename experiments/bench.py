@@ -39,11 +39,14 @@ VARIANTS = {
     "grace": ["method=grace"],
     "rome_plain": ["method=rome", "method.fast_path=false"],
     "rome": ["method=rome"],
+    "alphaedit_plain": ["method=alphaedit", "method.fast_path=false"],
+    "alphaedit": ["method=alphaedit"],
 }
 PAIRS = {
     ("elder_plain", "elder"): "ELDER fast path",
     ("grace_one_by_one", "grace"): "GRACE batched values",
     ("rome_plain", "rome"): "ROME frozen past",
+    ("alphaedit_plain", "alphaedit"): "AlphaEdit frozen past",
 }
 
 
@@ -59,12 +62,13 @@ def time_stream(editor, batches) -> float:
     start = time.perf_counter()
     for batch in batches:
         editor.edit(batch)
+    editor.flush()  # edits a method still holds back belong to the stream
     if torch.cuda.is_available():
         torch.cuda.synchronize()  # queued GPU work belongs to the edits
     return (time.perf_counter() - start) / sum(len(b) for b in batches)
 
 
-ALL = "elder_plain,elder,grace_one_by_one,grace,melo,lemoe,lora,ft_l,rome"
+ALL = "elder_plain,elder,grace_one_by_one,grace,melo,lemoe,lora,ft_l,rome,alphaedit,wise"
 
 
 def report(args, stream_name: str, rows: list[tuple[str, float, int]], editors: dict) -> str:
@@ -96,11 +100,13 @@ def report(args, stream_name: str, rows: list[tuple[str, float, int]], editors: 
         if "codes" in a:  # ELDER's stored allocation codes (uint8, bit-packed)
             line += f"; identical allocation codes: {torch.equal(a['codes'], b['codes'])}"
         lines += ["", line]
-    if any(name == "rome" for name, _, _ in rows):
+    timed = {name for name, _, _ in rows}
+    if timed & {"rome", "alphaedit"}:
         lines += [
             "",
-            "ROME's s/edit includes its one-time work for the stream: the random prefixes and, "
-            "unless cached under its `stats_dir`, the second moment C of its layer's keys.",
+            "ROME's and AlphaEdit's s/edit include their one-time work for the stream: the random "
+            "prefixes and, unless cached under `stats_dir`, the second moment C of their layers' "
+            "keys (AlphaEdit: and its null-space projections).",
         ]
     return "\n".join(lines) + "\n"
 
@@ -135,6 +141,7 @@ def main() -> None:
         )
         seed_everything(cfg.seed)
         editor = instantiate(cfg.method, _partial_=True)(model=copy.deepcopy(model))
+        editor.check_stream(stream.records)  # as the runner does, before any edit
         s = time_stream(editor, stream.batches())
         if name in VARIANTS:  # keep what is compared, not the model copy (one at a time)
             editors[name] = trained(editor)

@@ -6,6 +6,7 @@ MODELS = ["smollm2_135m", "gpt2_xl", "llama2_7b"]
 PAPER_MODELS = ["gpt2_xl", "llama2_7b"]  # the models the ELDER paper reports
 DATASETS = ["zsre", "counterfact"]
 METHODS = ["ft_l", "lora", "rome", "melo", "grace", "lemoe", "elder"]  # the paper's row order
+BEYOND = ["wise", "alphaedit"]  # the methods researchers compare with today, after the paper's
 N_EDITS = 1000  # the paper's main setting (1000 edits per stream)
 # Streams under the ELDER paper's own protocol (several phrasings of a fact edited under one
 # label, others held out), shown in Table 1 beside the strict streams.
@@ -25,6 +26,7 @@ ELDER_LEGACY = {
 ELDER_STUDY_BASE = ELDER_LEGACY
 # The rows of the method tables (1, 2, 3, 7-10): (method, display name, overrides).
 METHOD_ROWS = [(m, m, {}) for m in METHODS] + [("elder", "elder_legacy", ELDER_LEGACY)]
+METHOD_ROWS += [(m, m, {}) for m in BEYOND]
 
 MODEL_NAMES = {"smollm2_135m": "SmolLM2-135M", "gpt2_xl": "GPT2-XL", "llama2_7b": "LLaMA2-7B"}
 DATA_NAMES = {
@@ -43,6 +45,8 @@ METHOD_NAMES = {
     "lemoe": "LEMoE",
     "elder": "ELDER",
     "elder_legacy": "ELDER (pre-#23 defaults)",
+    "wise": "WISE",
+    "alphaedit": "AlphaEdit",
 }
 TASK_NAMES = {
     "rte": "RTE",

@@ -11,11 +11,17 @@ from tests.conftest import CONF, compose_cfg
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 # method -> overrides that make a tiny end-to-end run fast
 FAST = {
+    "alphaedit": [
+        "method.v_num_grad_steps=2",
+        "method.context_prefixes=[The weather]",
+        "method.mom2_n_samples=8",
+    ],
     "grace": ["method.iterations=2"],
     "melo": ["method.iterations=2"],
     "lemoe": ["method.iterations=2"],
     "lora": ["method.iterations=2"],
     "ft_l": ["method.iterations=2"],
+    "wise": ["method.n_iter=2"],
     "rome": [
         "method.v_num_grad_steps=2",
         "method.context_prefixes=[The weather]",
@@ -50,7 +56,11 @@ def test_runner_writes_a_row_for_a_tiny_stream(method, tmp_path):
         "data.batch_size=2",
         "logger=none",
         f"results_dir={tmp_path}",
-        *(["method.stats_dir=" + str(tmp_path / "cache")] if method == "rome" else []),
+        *(
+            ["method.stats_dir=" + str(tmp_path / "cache")]
+            if method in ("rome", "alphaedit")
+            else []
+        ),
         *FAST[method],
     )
     row = run(cfg)

@@ -12,6 +12,20 @@ from tests.experiments.test_checkpoint import _resume as resume
 # Per method: overrides that keep a run short on tiny_llama. A case is a method plus options.
 CASES = {
     "elder": ["method.iterations=3"],
+    "alphaedit": [
+        "method.v_num_grad_steps=3",
+        "method.context_prefixes=[The weather]",
+        "method.mom2_n_samples=8",
+        "method.stats_dir=${results_dir}/stats",
+    ],  # fmt: skip
+    "alphaedit_batched": [
+        "method=alphaedit",
+        "method.v_num_grad_steps=3",
+        "method.context_prefixes=[The weather]",
+        "method.mom2_n_samples=8",
+        "method.stats_dir=${results_dir}/stats",
+        "method.batch_size=6",  # the edits of batch 2 wait in the buffer at the kill
+    ],  # fmt: skip
     "ft_l": ["method.iterations=3"],
     "grace": ["method.iterations=3"],
     "lemoe": ["method.iterations=3"],
@@ -23,6 +37,7 @@ CASES = {
     ],  # fmt: skip
     "lora": ["method.iterations=3"],
     "melo": ["method.iterations=3"],
+    "wise": ["method.n_iter=3", "method.save_freq=4", "method.merge_freq=8"],  # a merge mid-run
     "rome": [
         "method.v_num_grad_steps=3",
         "method.context_prefixes=[The weather]",
@@ -34,13 +49,18 @@ STREAM = ["model=tiny_llama", "logger=none", "data.n_edits=12", "checkpoint.ever
           "save=true", "eval.batch_size=8"]  # fmt: skip
 
 
+def _method(case: str) -> str:
+    """A case's method: its ``method=`` option, else the case's own name."""
+    return next((o.split("=")[1] for o in CASES[case] if o.startswith("method=")), case)
+
+
 def test_every_registered_method_has_a_case():
-    assert {case.removesuffix("_kmeans") for case in CASES} == set(EDITORS)
+    assert {_method(case) for case in CASES} == set(EDITORS)
 
 
 def _overrides(case: str, results) -> list[str]:
     options = CASES[case]
-    method = next((o.split("=")[1] for o in options if o.startswith("method=")), case)
+    method = _method(case)
     killable = f"tests.experiments.fakes.Killable{EDITORS[method].__name__}"
     return [
         *STREAM,
