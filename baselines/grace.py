@@ -44,7 +44,7 @@ from elder.editor import Editor, EditRecord, Encoded
 from elder.models import LoadedModel, get_module, set_module
 from elder.molora import io_features
 
-REPLACEMENTS = ("replace_prompt", "replace_last", "replace_all")
+REPLACEMENTS = ("replace_prompt", "replace_prompt_ref", "replace_last", "replace_all")
 
 
 @dataclass
@@ -81,8 +81,10 @@ class GRACELayer(nn.Module):
     """A frozen layer plus a codebook of (key, value, radius, label) entries.
 
     Replacement modes, for a hit sequence whose last prompt token is at position p:
-    - ``replace_prompt``: positions 0..p (every prompt token, the last one included; the
-      reference slices ``[:p]`` and leaves the last one out, which we do not copy);
+    - ``replace_prompt``: positions 0..p, every prompt token, the last one included;
+    - ``replace_prompt_ref``: positions 0..p-1, the reference's and EasyEdit's
+      ``replace_prompt`` (they slice ``[:p]`` with p the key's position, the last prompt token,
+      so the token that predicts the answer keeps the layer's own output);
     - ``replace_last``: position p only;
     - ``replace_all``: every position, also target tokens and tokens generated later.
     Under ``generate`` the lookup happens once, at the prefill step; on the KV-cached decode
@@ -122,6 +124,8 @@ class GRACELayer(nn.Module):
             mask = torch.ones_like(positions, dtype=torch.bool)
         elif self.replacement == "replace_last":
             mask = positions == self.prompt_last[:, None]
+        elif self.replacement == "replace_prompt_ref":
+            mask = positions < self.prompt_last[:, None]
         else:
             mask = positions <= self.prompt_last[:, None]
         return mask & hit[:, None]

@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
+from tqdm import tqdm
 
 from elder.editor import Editor, EditRecord, Encoded, ForwardOutput
 from elder.models import LoadedModel, get_module
@@ -124,7 +125,14 @@ class EasyEditPeer(Editor):
 
     name = "easyedit"
 
-    def __init__(self, model: LoadedModel, method: str, checkout: Path, ours: Editor) -> None:
+    def __init__(
+        self,
+        model: LoadedModel,
+        method: str,
+        checkout: Path,
+        ours: Editor,
+        same_contexts: bool = False,
+    ) -> None:
         self.model, self.method = model, method
         self.module, params = import_easyedit(checkout, method)
         hp = params.from_hparams(str(checkout / YAML[method]))
@@ -144,6 +152,8 @@ class EasyEditPeer(Editor):
             hp.sequential_edit = True  # keep the adapter between calls (WISE.py:80)
         self.hp, self.ours = hp, ours
         self._share_statistics()
+        if same_contexts:
+            self._share_contexts()
         self.n_edits = 0
 
     def _share_statistics(self) -> None:
@@ -167,6 +177,22 @@ class EasyEditPeer(Editor):
             self.hp.P_loc = __file__  # any existing file: EasyEdit then keeps the P it was given
         if self.method == "wise":
             importlib.import_module("easyeditor.models.wise.utils").CONTEXT_TEMPLATES_CACHE = None
+
+    def _share_contexts(self) -> None:
+        """Our side's context prefixes for EasyEdit's too (its templates hold '{}' for the
+        prompt; braces in a prefix become spaces, as EasyEdit's own sampling does)."""
+
+        def template(context: str) -> str:
+            return context.replace("{", " ").replace("}", " ") + "{}"
+
+        contexts = self.ours.contexts()
+        if self.method == "rome":
+            self.module.CONTEXT_TEMPLATES_CACHE = [template(c) for c in contexts]
+        elif self.method == "alphaedit":
+            self.module.CONTEXT_TEMPLATES_CACHE = [[template(c) for c in kind] for kind in contexts]
+        elif self.method == "wise":
+            utils = importlib.import_module("easyeditor.models.wise.utils")
+            utils.CONTEXT_TEMPLATES_CACHE = [template(c) for c in contexts]
 
     def _alphaedit_covariances(self) -> list[torch.Tensor]:
         from baselines.rome_stats import cached_second_moments
@@ -240,9 +266,10 @@ class Side:
     s_per_edit: float
 
 
-def run_side(editor: Editor, stream, model: LoadedModel, batch_size: int) -> Side:
+def run_side(editor: Editor, stream, model: LoadedModel, batch_size: int, desc: str) -> Side:
+    """Edit the whole stream, then predict every probe: one side's result."""
     start = time.perf_counter()
-    for batch in stream.batches():
+    for batch in tqdm(stream.batches(), desc=desc, unit="batch"):
         editor.edit(batch)
     editor.flush()
     seconds = (time.perf_counter() - start) / len(stream.records)
@@ -297,8 +324,12 @@ def compare(method: str, args, model: LoadedModel, base: Predictions) -> list[st
             model=edited if side == "ours" else copy.deepcopy(model)
         )
         ours.check_stream(stream.records)
-        editor = ours if side == "ours" else EasyEditPeer(edited, method, args.easyedit, ours)
-        sides[side] = run_side(editor, stream, edited, args.batch_size)
+        editor = (
+            ours
+            if side == "ours"
+            else EasyEditPeer(edited, method, args.easyedit, ours, args.same_contexts)
+        )
+        sides[side] = run_side(editor, stream, edited, args.batch_size, f"{method} ({side})")
     agree = same_predictions(sides["ours"].predictions, sides["EasyEdit"].predictions)
     rows = []
     for side, result in sides.items():
@@ -318,6 +349,11 @@ def main() -> None:
     parser.add_argument("--n-edits", type=int, default=50)
     parser.add_argument("--model", default="smollm2_135m")
     parser.add_argument("--batch-size", type=int, default=16, help="evaluation batch size")
+    parser.add_argument(
+        "--same-contexts",
+        action="store_true",
+        help="give EasyEdit's ROME, AlphaEdit and WISE our side's context prefixes",
+    )
     parser.add_argument("--out", default="results/peer")
     args = parser.parse_args()
     methods = args.methods.split(",")
@@ -334,13 +370,15 @@ def main() -> None:
     model = instantiate(base_cfg.model)
     stream = instantiate(base_cfg.data)
     base = evaluate(base_forward(model), model, eval_probes(stream), args.batch_size)
-    out = Path(args.out) / f"{args.model}_{args.n_edits}.md"
+    tag = "_same_contexts" if args.same_contexts else ""
+    out = Path(args.out) / f"{args.model}_{args.n_edits}{tag}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     head = [
         f"# Peer cross-check: ours and EasyEdit's on {args.n_edits} zsRE edits, {args.model}",
         "",
         f"- command: `python -m experiments.peer --easyedit <checkout> --n-edits {args.n_edits} "
-        f"--model {args.model} --methods {args.methods}`",
+        f"--model {args.model} --methods {args.methods}"
+        f"{' --same-contexts' if args.same_contexts else ''}`",
         f"- EasyEdit commit: `{commit_of(args.easyedit)}`",
         f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {machine()} "
         f"({platform.processor() or platform.machine()}), torch threads {torch.get_num_threads()}",

@@ -106,3 +106,16 @@ def test_edits_sharing_an_entry_are_trained_in_stream_order():
     one_by_one, _ = _edited_values(False, batch)
     assert rules["covered"] == 1 and len(together) == 1
     torch.testing.assert_close(together, one_by_one, rtol=0, atol=0)
+
+
+def test_the_references_prompt_replacement_leaves_the_last_prompt_token_alone():
+    prompt_last = torch.tensor([2, 3])
+    hit = torch.tensor([True, True])
+    masks = {}
+    for mode in ("replace_prompt", "replace_prompt_ref"):
+        layer = GRACELayer(nn.Linear(2, 3), mode)
+        layer.prompt_last = prompt_last
+        masks[mode] = layer._mask(hit, 5, first=True)
+    assert masks["replace_prompt"].sum(1).tolist() == [3, 4]  # 0..p
+    assert masks["replace_prompt_ref"].sum(1).tolist() == [2, 3]  # 0..p-1
+    assert not masks["replace_prompt_ref"][[0, 1], prompt_last].any()
