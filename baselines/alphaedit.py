@@ -221,12 +221,11 @@ class AlphaEdit(Editor):
             delta = self.update(i, K, R)
             weight_out_in(layer).add_(delta.to(layer.weight.dtype))
         for i in range(n_layers):  # the batch's keys on the edited model join K_p
-            K, _ = self.keys_and_hidden(i, rows)
+            K, H = self.keys_and_hidden(i, rows)  # H: the same at every i, the edited model's
             self.cache_c[i] += K @ K.T
         self.n_edits += len(records)
         stats = {key: sum(info[key] for info in infos) / len(infos) for key in infos[0]}
         stats["null_dim"] = min(self.null_dims())  # the smallest layer's free directions
-        _, H = self.keys_and_hidden(n_layers - 1, rows)
         stats["z_error"] = (Z - H).norm(dim=0).mean().item()  # what the layers did not reach
         return stats
 

@@ -273,13 +273,13 @@ class WISE(Editor):
         hidden = trunk.block_input(self.model, self.start, enc)  # frozen below the layer
         target_row = enc.target_mask.nonzero()[:, 0]  # (n_targets,) the row of each target
         is_edit = target_row < len(contexts)
+        counts = torch.bincount(target_row[is_edit], minlength=len(contexts)).clamp(min=1)
         optimizer = torch.optim.SGD([layer.side], lr=cfg.edit_lr, weight_decay=cfg.weight_decay)
         layer.mode, previous = "train", None  # the side memory answers every row
         try:
             for _ in range(cfg.n_iter):
                 logits = trunk.target_logits_from(self.model, self.start, hidden, enc)
                 token_nll = F.cross_entropy(logits.float(), enc.target_ids, reduction="none")
-                counts = torch.bincount(target_row[is_edit], minlength=len(contexts)).clamp(min=1)
                 per_row = torch.zeros(len(contexts), device=logits.device)
                 per_row.index_add_(0, target_row[is_edit], token_nll[is_edit])
                 nll = (per_row / counts).mean()

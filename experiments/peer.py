@@ -165,9 +165,8 @@ class EasyEditPeer(Editor):
                 c_inv = self.ours.inverse_covariance().float()
                 compute_u.get_inv_cov = lambda *args, **kwargs: c_inv
         if self.method == "alphaedit":
-            A, covs = self.module, {}
-            for m, c in zip(self.ours.config.modules, self._alphaedit_covariances(), strict=True):
-                covs[m] = c
+            A = self.module
+            covs = dict(zip(self.ours.config.modules, self._alphaedit_covariances(), strict=True))
             A.get_cov = lambda model, tok, layer_name, *args, **kwargs: covs[layer_name]
             A.CONTEXT_TEMPLATES_CACHE, A.cache_c_new = None, False
             projections = [
