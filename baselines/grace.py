@@ -55,7 +55,7 @@ class GRACEConfig:
     eps_init: float = 1.0  # ε_init, radius of a new entry
     lr: float = 1.0  # Adam learning rate of a value
     iterations: int = 100  # optimisation steps per edit
-    replacement: str = "replace_prompt"  # which positions a hit replaces (see GRACELayer)
+    replacement: str = "replace_prompt_ref"  # which positions a hit replaces (see GRACELayer)
     value_init: str = "rand"  # cold "rand" (U[0,1), the reference's cold init) or "warm"
     eps_expand: str = "coverage"  # "coverage" (ε := d) or "moving_average" (key halfway, ε := d)
     fast_path: bool = True  # cache the frozen blocks below the codebook layer while training
@@ -81,10 +81,11 @@ class GRACELayer(nn.Module):
     """A frozen layer plus a codebook of (key, value, radius, label) entries.
 
     Replacement modes, for a hit sequence whose last prompt token is at position p:
-    - ``replace_prompt``: positions 0..p, every prompt token, the last one included;
-    - ``replace_prompt_ref``: positions 0..p-1, the reference's and EasyEdit's
+    - ``replace_prompt_ref`` (the default): positions 0..p-1, the reference's and EasyEdit's
       ``replace_prompt`` (they slice ``[:p]`` with p the key's position, the last prompt token,
       so the token that predicts the answer keeps the layer's own output);
+    - ``replace_prompt``: positions 0..p, every prompt token, the last one included (this
+      project's default before issue #26);
     - ``replace_last``: position p only;
     - ``replace_all``: every position, also target tokens and tokens generated later.
     Under ``generate`` the lookup happens once, at the prefill step; on the KV-cached decode

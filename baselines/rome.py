@@ -37,11 +37,10 @@ class _Stop(Exception):
     pass
 
 
-@dataclass
-class ROMEConfig:
-    """Hyperparameters of ROME; defaults are the reference's for GPT2-XL."""
+@dataclass(kw_only=True)
+class ROMEOptions:
+    """How ROME edits one layer; defaults are the reference's for GPT2-XL (WilKE's too)."""
 
-    module: str  # W_out of one block, e.g. "model.layers.5.mlp.down_proj"
     v_lr: float = 0.5  # Adam on δ
     v_num_grad_steps: int = 20
     v_weight_decay: float = 0.5  # weight of ‖δ‖ / ‖m‖²
@@ -61,6 +60,13 @@ class ROMEConfig:
     def __post_init__(self) -> None:
         if self.v_num_grad_steps < 1 or self.clamp_norm_factor <= 0:
             raise ValueError("ROME: need v_num_grad_steps >= 1 and clamp_norm_factor > 0")
+
+
+@dataclass(kw_only=True)
+class ROMEConfig(ROMEOptions):
+    """Hyperparameters of ROME: its options and the layer it edits."""
+
+    module: str  # W_out of one block, e.g. "model.layers.5.mlp.down_proj"
 
 
 class ROME(Editor):
@@ -149,11 +155,17 @@ class ROME(Editor):
         return m + delta, info
 
     @torch.no_grad()
-    def apply_update(self, k_star: torch.Tensor, u: torch.Tensor, v_star: torch.Tensor) -> None:
-        """Ŵ = W + Λ uᵀ with Λ = (v* − layer(k*)) / (uᵀk*): the layer then maps k* to v*."""
+    def update(self, k_star: torch.Tensor, u: torch.Tensor, v_star: torch.Tensor) -> torch.Tensor:
+        """ΔW = Λ uᵀ (out, in) with Λ = (v* − layer(k*)) / (uᵀk*): W + ΔW maps k* to v*."""
         current = self.layer(k_star[None].to(self.layer.weight.dtype))[0].float()  # W k* + b
         lam = (v_star - current) / (u @ k_star)  # (out,)
-        weight_out_in(self.layer).add_(torch.outer(lam, u).to(self.layer.weight.dtype))
+        return torch.outer(lam, u)
+
+    @torch.no_grad()
+    def apply_update(self, k_star: torch.Tensor, u: torch.Tensor, v_star: torch.Tensor) -> None:
+        """Ŵ = W + ΔW (Eq. 2)."""
+        delta_w = self.update(k_star, u, v_star)
+        weight_out_in(self.layer).add_(delta_w.to(self.layer.weight.dtype))
 
     def check_stream(self, records: list[EditRecord]) -> None:
         check_subjects(self.name, records)

@@ -31,7 +31,6 @@ the model's activation function to both outputs first (``true``).
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,8 +45,8 @@ from transformers.activations import ACT2FN
 from baselines._common import block_of
 from baselines.locate import generate_prefixes
 from baselines.one_layer import fc_layer, weight_out_in
+from baselines.outside import outside_cases
 from elder import trunk
-from elder.data import data_file
 from elder.editor import Editor, EditRecord
 from elder.encoding import encode
 from elder.models import LoadedModel, set_module
@@ -202,7 +201,7 @@ class WISE(Editor):
         self.shard_min_act: list[float] = []
         self.n_edits = 0
         self.templates: list[str] | None = None
-        self.exclude: tuple[set[str], set[str]] = (set(), set())  # evaluated texts, subjects
+        self.stream: list[EditRecord] = []
         self.pool: list[tuple[str, str]] | None = None
         self.mask = self.shard_mask(0)
 
@@ -210,8 +209,7 @@ class WISE(Editor):
         return self.layer.side.numel() * (1 + len(self.layer.memories) + len(self.shards))
 
     def check_stream(self, records: list[EditRecord]) -> None:
-        texts = {t for r in records for t in (r.prompt, r.rephrase, r.loc_prompt)}
-        self.exclude = (texts, {r.subject for r in records if r.subject})
+        self.stream = list(records)  # what the irrelevant prompts must stay out of
 
     # -- data --------------------------------------------------------------------------------
 
@@ -227,19 +225,11 @@ class WISE(Editor):
         """The irrelevant prompt (and its answer) of the stream's n-th edit."""
         if self.pool is None:
             if self.config.irrelevant_prompts is not None:
-                pool = [tuple(p) for p in self.config.irrelevant_prompts]
+                self.pool = [tuple(p) for p in self.config.irrelevant_prompts]
+                random.Random(self.config.seed).shuffle(self.pool)
             else:
-                texts, subjects = self.exclude
-                with open(data_file(self.config.irrelevant_data)) as f:
-                    cases = json.load(f)
-                pool = [
-                    (c["prompt"], c["ground_truth"]) for c in cases
-                    if c["prompt"] not in texts and c["subject"] not in subjects
-                ]  # fmt: skip
-            random.Random(self.config.seed).shuffle(pool)
-            if not pool:
-                raise ValueError("WISE: no irrelevant prompt is left outside the stream")
-            self.pool = pool
+                cfg = self.config
+                self.pool = outside_cases(cfg.irrelevant_data, self.stream, cfg.seed)
         return self.pool[n % len(self.pool)]
 
     def shard_mask(self, shard: int) -> torch.Tensor:

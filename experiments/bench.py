@@ -68,7 +68,10 @@ def time_stream(editor, batches) -> float:
     return (time.perf_counter() - start) / sum(len(b) for b in batches)
 
 
-ALL = "elder_plain,elder,grace_one_by_one,grace,melo,lemoe,lora,ft_l,rome,alphaedit,wise"
+ALL = (
+    "elder_plain,elder,grace_one_by_one,grace,defer,melo,lemoe,lora,ft_l,rome,wilke,t_patcher,"
+    "alphaedit,wise"
+)
 
 
 def report(args, stream_name: str, rows: list[tuple[str, float, int]], editors: dict) -> str:
@@ -101,12 +104,18 @@ def report(args, stream_name: str, rows: list[tuple[str, float, int]], editors: 
             line += f"; identical allocation codes: {torch.equal(a['codes'], b['codes'])}"
         lines += ["", line]
     timed = {name for name, _, _ in rows}
-    if timed & {"rome", "alphaedit"}:
+    if timed & {"rome", "alphaedit", "wilke"}:
         lines += [
             "",
-            "ROME's and AlphaEdit's s/edit include their one-time work for the stream: the random "
-            "prefixes and, unless cached under `stats_dir`, the second moment C of their layers' "
-            "keys (AlphaEdit: and its null-space projections).",
+            "ROME's, WilKE's and AlphaEdit's s/edit include their one-time work for the stream: "
+            "the random prefixes and, unless cached under `stats_dir`, the second moment C of "
+            "their layers' keys (AlphaEdit: and its null-space projections).",
+        ]
+    if "t_patcher" in timed:
+        lines += [
+            "",
+            "T-Patcher's s/edit includes building its memory sets once per stream: the FFN "
+            "inputs of `2 x memory_size` CounterFact cases.",
         ]
     return "\n".join(lines) + "\n"
 

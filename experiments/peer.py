@@ -71,7 +71,7 @@ YAML = {
     "wise": "hparams/WISE/llama-7b.yaml",
 }
 # Where ours and EasyEdit's can be set alike, they are: GRACE replaces at the last prompt
-# token only (EasyEdit's yaml; our default replaces the whole prompt), WISE applies the
+# token only (EasyEdit's yaml; our default replaces the prompt before it), WISE applies the
 # activation function to the outputs as EasyEdit does.
 OURS = {"grace": ["method.replacement=replace_last"], "wise": ["method.activation_on_output=true"]}
 MODULES = {  # EasyEdit's module packages, and the names we call there
@@ -336,8 +336,22 @@ def compare(method: str, args, model: LoadedModel, base: Predictions) -> list[st
         rows.append(
             f"| {method} | {side} | {s['rel_tok']:.3f} | {s['gen_tok']:.3f} | {s['loc']:.3f} | "
             f"{s['loc_tok']:.3f} | {s['rel']:.3f} | {s['gen']:.3f} | {result.s_per_edit:.2f} | "
-            f"{agree:.3f} |"
+            f"{agree:.3f} | {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, "
+            f"{torch.get_num_threads()} threads |"
         )
+    return rows
+
+
+def kept_rows(out: Path, commit: str, methods: list[str]) -> dict[str, list[str]]:
+    """An earlier report's rows of the methods this run leaves alone, by method; none if that
+    report ran another EasyEdit commit (its rows would not be comparable)."""
+    if not out.exists() or f"`{commit}`" not in out.read_text():
+        return {}
+    rows: dict[str, list[str]] = {}
+    for line in out.read_text().splitlines():
+        method = line.split("|")[1].strip() if line.startswith("| ") else ""
+        if method in MODULES and method not in methods:
+            rows.setdefault(method, []).append(line)
     return rows
 
 
@@ -372,26 +386,27 @@ def main() -> None:
     tag = "_same_contexts" if args.same_contexts else ""
     out = Path(args.out) / f"{args.model}_{args.n_edits}{tag}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
+    commit = commit_of(args.easyedit)
+    rows = kept_rows(out, commit, methods)
     head = [
         f"# Peer cross-check: ours and EasyEdit's on {args.n_edits} zsRE edits, {args.model}",
         "",
-        f"- command: `python -m experiments.peer --easyedit <checkout> --n-edits {args.n_edits} "
-        f"--model {args.model} --methods {args.methods}"
+        f"- command (per method, on the row's date): `python -m experiments.peer --easyedit "
+        f"<checkout> --n-edits {args.n_edits} --model {args.model} --methods <method>"
         f"{' --same-contexts' if args.same_contexts else ''}`",
-        f"- EasyEdit commit: `{commit_of(args.easyedit)}`",
-        f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {machine()} "
-        f"({platform.processor() or platform.machine()}), torch threads {torch.get_num_threads()}",
+        f"- EasyEdit commit: `{commit}`",
+        f"- machine: {machine()} ({platform.processor() or platform.machine()})",
         "- both sides scored by this project's evaluation on the final model, teacher-forced; "
         "`loc` = all locality tokens as the unedited model's, `loc_tok` = EasyEdit's token "
         "agreement; `same` = share of probes where both sides predict the same tokens",
         "",
-        "| method | side | rel_tok | gen_tok | loc | loc_tok | rel | gen | s/edit | same |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| method | side | rel_tok | gen_tok | loc | loc_tok | rel | gen | s/edit | same | run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    rows: list[str] = []
     for method in methods:
-        rows += compare(method, args, model, base)
-        out.write_text("\n".join(head + rows) + "\n")  # kept after each method
+        rows[method] = compare(method, args, model, base)
+        ordered = [r for m in MODULES if m in rows for r in rows[m]]
+        out.write_text("\n".join(head + ordered) + "\n")  # kept after each method
         print(f"{method}: done -> {out}", flush=True)
 
 

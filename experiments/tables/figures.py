@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -12,7 +13,7 @@ import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 
-from experiments.tables.names import ELDER_STUDY_BASE, name
+from experiments.tables.names import ELDER_STUDY_BASE, GRACE_LEGACY, name
 from experiments.tables.runs import Runs, Spec, latest_per_seed, method_defaults
 
 matplotlib.use("Agg")  # files only, no display
@@ -126,21 +127,27 @@ def fig2(runs: Runs, out_dir: Path) -> Figure:
     model, data = SETTING
     result = Figure("fig2_scalability", "Figure 2: editing scalability of GRACE and ELDER")
     specs = {
-        "grace": Spec.of("grace", model, data),
+        # its curves predate issue #26: GRACE's prompt replacement of then (0..p)
+        "grace_legacy": Spec.of("grace", model, data, overrides=GRACE_LEGACY),
         "elder": Spec.of("elder", model, data, overrides=ELDER_STUDY_BASE),
     }
     found = {m: find_curves(runs, spec) for m, spec in specs.items()}
-    command = f"python run.py -m method=grace,elder model={model} data={data} {CURVE_ARGS} seed=0,1"
+    args = f"model={model} data={data} {CURVE_ARGS} seed=0,1"
+    commands = [
+        f"python run.py -m method=grace method.replacement=replace_prompt {args}",
+        f"python run.py -m method=elder {args}"
+        + "".join(f" {shlex.quote(f'{k}={v}')}" for k, v in ELDER_STUDY_BASE.items()),
+    ]
     n_edits = max(n for n, _ in found.values())
     if not n_edits:
-        result.missing.append(command)
+        result.missing += commands
         return result
     # Both lines on the longest stream: a method with curves on a shorter one only is missing.
     found = {m: curves if n == n_edits else [] for m, (n, curves) in found.items()}
     for curves in found.values():
         result.runs += [run_id for run_id, _ in curves]
     result.note = shortfall(n_edits, {name(m): len(c) for m, c in found.items()}, min_seeds=2)
-    result.missing = [command] if result.note else []
+    result.missing = commands if result.note else []
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for method, curves in found.items():
         if curves:

@@ -5,7 +5,10 @@ from __future__ import annotations
 MODELS = ["smollm2_135m", "gpt2_xl", "llama2_7b"]
 PAPER_MODELS = ["gpt2_xl", "llama2_7b"]  # the models the ELDER paper reports
 DATASETS = ["zsre", "counterfact"]
-METHODS = ["ft_l", "lora", "rome", "melo", "grace", "lemoe", "elder"]  # the paper's row order
+# The paper's row order, with its arXiv version's Defer (GRACE's online SERAC-like editor) beside
+# the AAAI version's SERAC; SERAC proper (trained scope classifier and counterfactual model) is
+# not built yet. LEMoE is ours.
+METHODS = ["ft_l", "lora", "rome", "wilke", "defer", "t_patcher", "melo", "grace", "lemoe", "elder"]
 BEYOND = ["wise", "alphaedit"]  # the methods researchers compare with today, after the paper's
 N_EDITS = 1000  # the paper's main setting (1000 edits per stream)
 # Streams under the ELDER paper's own protocol (several phrasings of a fact edited under one
@@ -24,8 +27,12 @@ ELDER_LEGACY = {
 }
 # The configuration that Tables 4-5 and Figs. 2-3 vary: every run of theirs predates #23.
 ELDER_STUDY_BASE = ELDER_LEGACY
+# GRACE's prompt replacement before issue #26 (positions 0..p, not the reference's 0..p-1): the
+# value every GRACE run before it has.
+GRACE_LEGACY = {"method.replacement": "replace_prompt"}
 # The rows of the method tables (1, 2, 3, 7-10): (method, display name, overrides).
 METHOD_ROWS = [(m, m, {}) for m in METHODS] + [("elder", "elder_legacy", ELDER_LEGACY)]
+METHOD_ROWS.insert(METHODS.index("grace") + 1, ("grace", "grace_legacy", GRACE_LEGACY))
 METHOD_ROWS += [(m, m, {}) for m in BEYOND]
 
 MODEL_NAMES = {"smollm2_135m": "SmolLM2-135M", "gpt2_xl": "GPT2-XL", "llama2_7b": "LLaMA2-7B"}
@@ -40,11 +47,15 @@ METHOD_NAMES = {
     "ft_l": "FT-L",
     "lora": "LoRA",
     "rome": "ROME",
+    "wilke": "WilKE",
+    "defer": "Defer",
+    "t_patcher": "T-Patcher",
     "melo": "MELO",
     "grace": "GRACE",
     "lemoe": "LEMoE",
     "elder": "ELDER",
     "elder_legacy": "ELDER (pre-#23 defaults)",
+    "grace_legacy": "GRACE (replace 0..p, pre-#26 default)",
     "wise": "WISE",
     "alphaedit": "AlphaEdit",
 }

@@ -17,11 +17,18 @@ FAST = {
         "method.mom2_n_samples=8",
     ],
     "grace": ["method.iterations=2"],
+    "defer": ["method.iterations=2"],
     "melo": ["method.iterations=2"],
     "lemoe": ["method.iterations=2"],
     "lora": ["method.iterations=2"],
     "ft_l": ["method.iterations=2"],
     "wise": ["method.n_iter=2"],
+    "t_patcher": ["method.max_steps=2", "method.memory_size=8"],
+    "wilke": [
+        "method.v_num_grad_steps=2",
+        "method.context_prefixes=[The weather]",
+        "method.mom2_n_samples=8",
+    ],
     "rome": [
         "method.v_num_grad_steps=2",
         "method.context_prefixes=[The weather]",
@@ -58,7 +65,7 @@ def test_runner_writes_a_row_for_a_tiny_stream(method, tmp_path):
         f"results_dir={tmp_path}",
         *(
             ["method.stats_dir=" + str(tmp_path / "cache")]
-            if method in ("rome", "alphaedit")
+            if method in ("rome", "alphaedit", "wilke")
             else []
         ),
         *FAST[method],

@@ -28,7 +28,7 @@ def test_a_rome_row_says_that_it_includes_the_streams_one_time_work():
     args = Namespace(n_edits=20, model="gpt2_xl_random", methods="ft_l,rome")
     with_rome = bench.report(args, "zsre", [("ft_l", 0.1, 5), ("rome", 2.0, 7)], {})
     without = bench.report(args, "zsre", [("ft_l", 0.1, 5)], {})
-    assert "ROME's and AlphaEdit's s/edit include their one-time work" in with_rome
+    assert "ROME's, WilKE's and AlphaEdit's s/edit include their one-time work" in with_rome
     assert "ROME" not in without
 
 

@@ -52,3 +52,14 @@ def test_grace_agrees_with_easyedits_on_a_tiny_stream(tmp_path, monkeypatch):
         if r.startswith("| grace")
     ]
     assert len(rows) == 2 and all(r.split("|")[-2].strip() == "1.000" for r in rows)  # same
+
+
+def test_a_rerun_of_one_method_keeps_the_other_methods_rows_of_the_same_commit(tmp_path):
+    out = tmp_path / "report.md"
+    out.write_text(
+        "- EasyEdit commit: `abc`\n\n| method | side |\n|---|---|\n"
+        "| grace | ours | 1.000 |\n| grace | EasyEdit | 1.000 |\n| rome | ours | 0.5 |\n"
+    )
+    kept = peer.kept_rows(out, "abc", ["rome"])
+    assert list(kept) == ["grace"] and len(kept["grace"]) == 2
+    assert peer.kept_rows(out, "def", ["rome"]) == {}  # another commit: not comparable

@@ -26,6 +26,7 @@ CASES = {
         "method.stats_dir=${results_dir}/stats",
         "method.batch_size=6",  # the edits of batch 2 wait in the buffer at the kill
     ],  # fmt: skip
+    "defer": ["method.iterations=3"],
     "ft_l": ["method.iterations=3"],
     "grace": ["method.iterations=3"],
     "lemoe": ["method.iterations=3"],
@@ -38,6 +39,18 @@ CASES = {
     "lora": ["method.iterations=3"],
     "melo": ["method.iterations=3"],
     "wise": ["method.n_iter=3", "method.save_freq=4", "method.merge_freq=8"],  # a merge mid-run
+    "t_patcher": [
+        "method.max_steps=30",
+        "method.check_every=5",
+        "method.start_check=0",
+        "method.memory_size=8",
+    ],  # fmt: skip
+    "wilke": [
+        "method.v_num_grad_steps=3",
+        "method.context_prefixes=[The weather]",
+        "method.mom2_n_samples=8",
+        "method.stats_dir=${results_dir}/stats",
+    ],  # fmt: skip
     "rome": [
         "method.v_num_grad_steps=3",
         "method.context_prefixes=[The weather]",

@@ -26,6 +26,7 @@ from experiments.tables.runs import Runs, Spec, deciding, load_runs
 ROOT = Path(__file__).resolve().parents[2]
 # The ELDER configuration that Tables 4-5 and Figs. 2-3 vary (its pre-#23 defaults).
 STUDY = " ".join(f"{k}={v}" for k, v in ELDER_STUDY_BASE.items())
+GRACE_0P = "method.replacement=replace_prompt"  # Fig. 2's GRACE curves: the pre-#26 default
 PNG = b"\x89PNG"
 
 
@@ -217,7 +218,9 @@ def curve_results(results: Path) -> Path:
     """Synthetic curve runs: GRACE and ELDER (two seeds) on 400 CounterFact edits."""
     kw = {"model": "smollm2_135m", "data": "counterfact", "n_edits": 400}
     rows = [
-        row("grace0", method="grace", **kw, overrides="eval.every=100 data.n_edits=400"),
+        row(
+            "grace0", method="grace", **kw, overrides=f"eval.every=100 data.n_edits=400 {GRACE_0P}"
+        ),
         row("elder0", seed=0, **kw, overrides=f"eval.every=100 {STUDY}"),
         row("elder1", seed=1, **kw, overrides=f"eval.every=100 {STUDY}"),
     ]
@@ -244,11 +247,11 @@ def test_a_figure_short_of_the_papers_stream_or_seeds_says_so_and_names_the_full
     results = curve_results(tmp_path)  # 400 edits; GRACE one seed, ELDER two
     fig2, fig3, _ = all_figures(load_runs(results), results)
     assert "stream of 400 edits (the paper's: 4000)" in fig2.note
-    assert "seeds below 2: GRACE: 1" in fig2.note and "ELDER" not in fig2.note
-    assert fig2.missing == [
-        "python run.py -m method=grace,elder model=smollm2_135m data=counterfact "
-        "data.n_edits=4000 eval.every=100 seed=0,1"
-    ]
+    assert "seeds below 2: GRACE (replace 0..p, pre-#26 default): 1" in fig2.note
+    assert "ELDER" not in fig2.note
+    args = "model=smollm2_135m data=counterfact data.n_edits=4000 eval.every=100 seed=0,1"
+    assert fig2.missing[0] == f"python run.py -m method=grace {GRACE_0P} {args}"
+    assert fig2.missing[1].startswith(f"python run.py -m method=elder {args} method.query=")
     assert "no curve: L=4, L=8" in fig3.note
     assert fig3.missing[0].endswith("method.L=4 method.eps=8")
     assert len(fig3.missing) == 3  # every L again on the paper's stream, the default L too
@@ -273,14 +276,14 @@ def test_figure_3_varies_l_with_eps_at_the_defaults_share_of_the_code_bits(tmp_p
 def test_a_curve_on_a_shorter_stream_is_not_drawn_beside_a_longer_one(tmp_path):
     kw = {"model": "smollm2_135m", "data": "counterfact"}
     rows = [
-        row("grace200", method="grace", n_edits=200, **kw),
+        row("grace200", method="grace", n_edits=200, **kw, overrides=GRACE_0P),
         row("elder400", n_edits=400, **kw, overrides=STUDY),
     ]
     write_runs(tmp_path, rows)
     write_curve(tmp_path, "grace200", [1.0, 1.0])
     write_curve(tmp_path, "elder400", [1.0, 0.9, 0.9, 0.8])
     fig2 = all_figures(load_runs(tmp_path), tmp_path)[0]
-    assert fig2.runs == ["elder400"] and "GRACE: 0" in fig2.note
+    assert fig2.runs == ["elder400"] and "pre-#26 default): 0" in fig2.note
 
 
 def test_figure_3_draws_the_stream_where_most_values_of_l_have_a_curve(tmp_path):
