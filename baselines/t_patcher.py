@@ -18,14 +18,16 @@ to which each edit's own vectors are added once it is patched, so that a later p
 fire on an earlier edit. Earlier patches are frozen. Initialization: k_p = x_e / ‖x_e‖² and
 b_p = 0 (a_e starts at 1), v_p = randn ⊙ amplify with both factors trained. Adam with weight
 decay, gradient clipping, ReduceLROnPlateau on the edit loss every ``check_every`` steps;
-from step ``start_check`` each check stops once the edit is right and, with ``use_val``, the
+after step ``start_check`` each check stops once the edit is right and, with ``use_val``, the
 validation memory's loss has stopped improving.
 
 Defaults are the reference's for zsRE (ZeroYuHuang/Transformer-Patcher@93ff458, BART-base),
 with its margins as its zsRE runs have them (0: the BART editor does not pass them on).
-Named differences, for decoder-only models, which the reference does not cover: the memory and
-each edit's memory vectors are the FFN inputs at every token of prompt + answer (the reference:
-every decoder position of its BART but the first); one copy of the edit per step (the reference
+The memory and each edit's memory vectors are the FFN inputs at every token of prompt + answer
+but the first (the reference: every decoder position of its BART but the first, its start
+token; a LLaMA's BOS is the same in every case). Each patched edit's vectors join both the
+memory and the validation memory, as in the reference. Named differences, for decoder-only
+models, which the reference does not cover: one copy of the edit per step (the reference
 repeats it 8 times under dropout, which our models run without); the memory set is CounterFact
 cases outside the stream, ``memory_size`` for training and as many others for validation (the
 reference: 40,000 training questions of its zsRE split and a validation memory from its own
@@ -77,7 +79,10 @@ class TPatcherConfig:
     memory_top_k: int = 1000  # memory_loss top1000_exp+top1000_exp
     amplify: float = 10.0  # amplify_con: v_p = randn ⊙ a, a starts here
     label_smoothing: float = 0.1
-    update_memory: bool = True  # add each patched edit's vectors to the memory
+    update_memory: bool = True  # add each patched edit's vectors to the memories
+    # The patch's activation; None: the FFN's own (the reference's GELU, SmolLM2's and LLaMA's
+    # SiLU, whose negative tail, down to −0.28, lets a patch add a little of v_p everywhere).
+    activation: str | None = None
     memory_size: int = 10_000  # cases for the memory, and as many for the validation memory
     memory_data: str = "counterfact/counterfact-train.json"  # flattened CounterFact
     memory_prompts: list[list[str]] | None = None  # [prompt, answer] pairs instead
@@ -147,9 +152,10 @@ class TPatcher(Editor):
         self.start = block_of(model, cfg.module)
         ffn = get_module(model.hf, cfg.module)
         hf_config = model.hf.config
-        act = getattr(hf_config, "hidden_act", None) or hf_config.activation_function
-        ref = model.hf.get_output_embeddings().weight
-        self.layer = TPatchLayer(ffn, ACT2FN[act], hf_config.hidden_size, ref.detach())
+        act = cfg.activation or getattr(hf_config, "hidden_act", None)
+        act = act or hf_config.activation_function
+        ref = next(ffn.parameters()).detach()
+        self.layer = TPatchLayer(ffn, ACT2FN[act], hf_config.hidden_size, ref)
         set_module(model.hf, cfg.module, self.layer)
         self.stream: list[EditRecord] = []
         self.edited: list[tuple[str, str]] = []  # patched edits, whose vectors join the memory
@@ -167,7 +173,7 @@ class TPatcher(Editor):
 
     @torch.no_grad()
     def vectors(self, pairs: list[tuple[str, str]], desc: str | None = None) -> torch.Tensor:
-        """The FFN's inputs (N, d) at every token of each prompt + answer."""
+        """The FFN's inputs (N, d) at every token of each prompt + answer but the first."""
         out = []
         size = self.config.memory_batch_size
         for i in tqdm(range(0, len(pairs), size), desc=desc, leave=False, disable=desc is None):
@@ -179,7 +185,9 @@ class TPatcher(Editor):
                 self.model.device,
             )
             x = trunk.module_input(self.model, self.layer, enc)  # (B, T, d)
-            out.append(x[enc.attention_mask.bool()].float())
+            keep = enc.attention_mask.bool()  # (B, T), right-padded
+            keep[:, 0] = False  # the first token (a LLaMA's BOS) is alike in every case
+            out.append(x[keep].float())
         return torch.cat(out)
 
     def prepare(self) -> None:
@@ -195,7 +203,9 @@ class TPatcher(Editor):
         self.memory = self.vectors(train, "T-Patcher memory")
         self.val_memory = self.vectors(val or train, "T-Patcher validation memory")
         if cfg.update_memory:  # one at a time, as each joined: the very same vectors
-            self.memory = torch.cat([self.memory, *(self.vectors([e]) for e in self.edited)])
+            edited = [self.vectors([e]) for e in self.edited]
+            self.memory = torch.cat([self.memory, *edited])
+            self.val_memory = torch.cat([self.val_memory, *edited])
 
     def memory_loss(
         self, memory: torch.Tensor, trial: dict[str, torch.Tensor], a_edit: torch.Tensor
@@ -236,7 +246,9 @@ class TPatcher(Editor):
             layer.values = torch.cat([layer.values, (trial["v_dir"] * trial["amplify"]).detach()])
         self.edited.append((record.prompt, record.target))
         if cfg.update_memory:
-            self.memory = torch.cat([self.memory, self.vectors(self.edited[-1:])])
+            vectors = self.vectors(self.edited[-1:])
+            self.memory = torch.cat([self.memory, vectors])
+            self.val_memory = torch.cat([self.val_memory, vectors])
         return {"patched": 1.0, "neurons": float(len(positions)), "steps": float(steps), **losses}
 
     def init_trial(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -12,8 +12,12 @@ the edit's pattern needs the least change. So successive edits spread over the l
 
 The reference (ChenhuiHu/WilKE@2aa874b, ``wilke/wilke_main.py``) tries each candidate by
 editing it, measuring and restoring it, then edits the chosen layer again; the trials here
-compute the same ΔW_l without writing it, and the chosen one is applied. Its evaluation rolls
-each edit back after scoring it; here edits stay, one after the other, as every method's do.
+compute ΔW_l without writing it, and the chosen one is applied. Its evaluation rolls each edit
+back after scoring it; here edits stay, one after the other, as every method's do. ΔW_l is this
+project's ROME update, the ROME paper's Eq. 2, which maps the averaged key k* to v*; the ROME
+code WilKE builds on maps the bare prompt's key instead (Λ = δ / (uᵀk_bare)). The two differ by
+W(k_bare − k*) in Λ and by the denominator, so ‖ΔW_l‖, and at times the chosen layer, can
+differ from the reference's.
 """
 
 from __future__ import annotations

@@ -62,12 +62,27 @@ def test_earlier_patches_are_frozen_and_the_edit_joins_the_memory():
     editor = _patcher(tiny("llama"))
     editor.edit(EDITS[:1])
     first = editor.layer.keys.clone(), editor.layer.values.clone()
-    size = len(editor.memory)
+    size, val_size = len(editor.memory), len(editor.val_memory)
     editor.edit(EDITS[1:])
     n = len(first[0])
     assert torch.equal(editor.layer.keys[:n], first[0])
     assert torch.equal(editor.layer.values[:n], first[1])
     assert len(editor.memory) > size  # the second edit's vectors joined it too
+    assert len(editor.val_memory) - val_size == len(editor.memory) - size  # and the other
+
+
+def test_with_relu_a_patch_leaves_its_memory_prompts_exactly_as_they_were():
+    model = tiny("llama")
+    prompts = [p for p, _ in MEMORY]
+    enc = encode(model.tokenizer, prompts, [a for _, a in MEMORY])
+    before = model.hf(input_ids=enc.input_ids, attention_mask=enc.attention_mask).logits
+    editor = _patcher(model, activation="relu")
+    editor.edit(EDITS[:1])
+    out = editor.forward(enc).logits
+    first = enc.attention_mask.clone()
+    first[:, 1:] = 0  # the first token is not in the memory: compare the rest
+    rest = enc.attention_mask.bool() & ~first.bool()
+    assert torch.equal(out[rest], before[rest])
 
 
 def test_state_rebuilds_the_patches():
