@@ -1,9 +1,12 @@
-"""Small helpers shared by the baselines: where a module sits, and what enters it."""
+"""Small helpers shared by the baselines: where a module sits, what enters it, what it logs."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
+from transformers.activations import ACT2FN
 
 from elder import trunk
 from elder.editor import Encoded
@@ -71,3 +74,18 @@ def target_logits(
     if hidden is None:
         return trunk.target_logits(model, enc)
     return trunk.target_logits_from(model, start, hidden, enc)
+
+
+def ffn_activation(
+    model: LoadedModel, name: str | None = None
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The activation ``name``, or by default the FFN's own (``hidden_act``; GPT-2's name)."""
+    config = model.hf.config
+    name = name or getattr(config, "hidden_act", None) or config.activation_function
+    return ACT2FN[name]
+
+
+def mean_stats(stats: list[dict[str, float]]) -> dict[str, float]:
+    """Each statistic averaged over the edits that report it (per-edit dicts -> one dict)."""
+    keys = dict.fromkeys(k for s in stats for k in s)
+    return {k: sum(s[k] for s in stats if k in s) / sum(k in s for s in stats) for k in keys}

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from baselines._common import block_of, rows, target_logits
+from baselines._common import block_of, mean_stats, rows, target_logits
 from elder import trunk
 from elder.editor import Editor, EditRecord
 from elder.encoding import encode
@@ -107,8 +107,7 @@ class Defer(Editor):
         return sum(p.numel() for p in self.heads())
 
     def edit(self, batch: list[EditRecord]) -> dict[str, float]:
-        stats = [self.edit_one(record) for record in batch]
-        return {key: sum(s[key] for s in stats) / len(stats) for key in stats[0]}
+        return mean_stats([self.edit_one(record) for record in batch])
 
     def edit_one(self, record: EditRecord) -> dict[str, float]:
         cfg, layer = self.config, self.layer

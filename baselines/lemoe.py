@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from baselines._common import block_of, target_logits
+from baselines._common import block_of, mean_stats, target_logits
 from elder import trunk
 from elder.editor import Editor, EditRecord
 from elder.models import LoadedModel, get_module, set_module
@@ -293,8 +293,7 @@ class LEMoE(Editor):
         if not self.pending:
             return {}
         records, self.pending = self.pending, []
-        stats = [self._train(batch) for batch in self.plan(records)]
-        return {k: sum(s[k] for s in stats) / len(stats) for k in stats[0]}
+        return mean_stats([self._train(batch) for batch in self.plan(records)])
 
     # -- inference ---------------------------------------------------------------------------
 

@@ -43,9 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
-from transformers.activations import ACT2FN
 
-from baselines._common import block_of
+from baselines._common import block_of, ffn_activation, mean_stats
 from baselines.outside import outside_cases
 from elder import trunk
 from elder.editor import Editor, EditRecord, Encoded
@@ -151,11 +150,9 @@ class TPatcher(Editor):
         cfg = self.config
         self.start = block_of(model, cfg.module)
         ffn = get_module(model.hf, cfg.module)
-        hf_config = model.hf.config
-        act = cfg.activation or getattr(hf_config, "hidden_act", None)
-        act = act or hf_config.activation_function
         ref = next(ffn.parameters()).detach()
-        self.layer = TPatchLayer(ffn, ACT2FN[act], hf_config.hidden_size, ref)
+        activation = ffn_activation(model, cfg.activation)
+        self.layer = TPatchLayer(ffn, activation, model.hf.config.hidden_size, ref)
         set_module(model.hf, cfg.module, self.layer)
         self.stream: list[EditRecord] = []
         self.edited: list[tuple[str, str]] = []  # patched edits, whose vectors join the memory
@@ -221,9 +218,7 @@ class TPatcher(Editor):
 
     def edit(self, batch: list[EditRecord]) -> dict[str, float]:
         self.prepare()
-        stats = [self.edit_one(record) for record in batch]
-        keys = dict.fromkeys(k for s in stats for k in s)  # losses: over patched edits only
-        out = {k: sum(s[k] for s in stats if k in s) / sum(k in s for s in stats) for k in keys}
+        out = mean_stats([self.edit_one(record) for record in batch])  # losses: patched edits
         out["neurons_total"] = float(len(self.layer.keys))
         return out
 

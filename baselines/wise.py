@@ -40,9 +40,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers.activations import ACT2FN
 
-from baselines._common import block_of
+from baselines._common import block_of, ffn_activation, mean_stats
 from baselines.locate import generate_prefixes
 from baselines.one_layer import fc_layer, weight_out_in
 from baselines.outside import outside_cases
@@ -189,10 +188,7 @@ class WISE(Editor):
         super().__init__(model, **config)
         cfg = self.config
         base = fc_layer(model, cfg.module)
-        act_name = (
-            getattr(model.hf.config, "hidden_act", None) or model.hf.config.activation_function
-        )
-        activation = ACT2FN[act_name] if cfg.activation_on_output else None
+        activation = ffn_activation(model) if cfg.activation_on_output else None
         self.layer = WISELayer(base, activation, cfg.act_ratio, cfg.retrieve)
         set_module(model.hf, cfg.module, self.layer)
         self.start = block_of(model, cfg.module)
@@ -241,8 +237,7 @@ class WISE(Editor):
     # -- the method --------------------------------------------------------------------------
 
     def edit(self, batch: list[EditRecord]) -> dict[str, float]:
-        stats = [self.edit_one(record) for record in batch]
-        out = {key: sum(s[key] for s in stats) / len(stats) for key in stats[0]}
+        out = mean_stats([self.edit_one(record) for record in batch])
         out["memories"] = float(len(self.layer.memories))
         return out
 
