@@ -12,6 +12,7 @@ from baselines.lemoe import LEMoE
 from baselines.lora import LoRA
 from baselines.melo import MELO
 from baselines.rome import ROME
+from baselines.serac import SERAC
 from baselines.t_patcher import TPatcher
 from baselines.wilke import WilKE
 from baselines.wise import WISE
@@ -20,5 +21,19 @@ from elder.editor import Editor
 
 EDITORS: dict[str, type[Editor]] = {
     cls.name: cls
-    for cls in (ELDER, AlphaEdit, Defer, FTL, GRACE, LEMoE, LoRA, MELO, ROME, TPatcher, WilKE, WISE)
+    for cls in (
+        ELDER,
+        AlphaEdit,
+        Defer,
+        FTL,
+        GRACE,
+        LEMoE,
+        LoRA,
+        MELO,
+        ROME,
+        SERAC,
+        TPatcher,
+        WilKE,
+        WISE,
+    )
 }

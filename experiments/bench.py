@@ -69,8 +69,8 @@ def time_stream(editor, batches) -> float:
 
 
 ALL = (
-    "elder_plain,elder,grace_one_by_one,grace,defer,melo,lemoe,lora,ft_l,rome,wilke,t_patcher,"
-    "alphaedit,wise"
+    "elder_plain,elder,grace_one_by_one,grace,serac,defer,melo,lemoe,lora,ft_l,rome,wilke,"
+    "t_patcher,alphaedit,wise"
 )
 
 

@@ -6,9 +6,11 @@ MODELS = ["smollm2_135m", "gpt2_xl", "llama2_7b"]
 PAPER_MODELS = ["gpt2_xl", "llama2_7b"]  # the models the ELDER paper reports
 DATASETS = ["zsre", "counterfact"]
 # The paper's row order, with its arXiv version's Defer (GRACE's online SERAC-like editor) beside
-# the AAAI version's SERAC; SERAC proper (trained scope classifier and counterfactual model) is
-# not built yet. LEMoE is ours.
-METHODS = ["ft_l", "lora", "rome", "wilke", "defer", "t_patcher", "melo", "grace", "lemoe", "elder"]
+# the AAAI version's SERAC (trained scope classifier and counterfactual model). LEMoE is ours.
+METHODS = [
+    "ft_l", "lora", "rome", "wilke", "serac", "defer", "t_patcher", "melo", "grace", "lemoe",
+    "elder",
+]  # fmt: skip
 BEYOND = ["wise", "alphaedit"]  # the methods researchers compare with today, after the paper's
 N_EDITS = 1000  # the paper's main setting (1000 edits per stream)
 # Streams under the ELDER paper's own protocol (several phrasings of a fact edited under one
@@ -48,6 +50,7 @@ METHOD_NAMES = {
     "lora": "LoRA",
     "rome": "ROME",
     "wilke": "WilKE",
+    "serac": "SERAC",
     "defer": "Defer",
     "t_patcher": "T-Patcher",
     "melo": "MELO",

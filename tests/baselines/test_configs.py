@@ -18,6 +18,7 @@ FAST = {
     ],
     "grace": ["method.iterations=2"],
     "defer": ["method.iterations=2"],
+    "serac": ["method.classifier_steps=2", "method.counterfactual_steps=1", "method.train_size=4"],
     "melo": ["method.iterations=2"],
     "lemoe": ["method.iterations=2"],
     "lora": ["method.iterations=2"],

@@ -27,6 +27,7 @@ CASES = {
         "method.batch_size=6",  # the edits of batch 2 wait in the buffer at the kill
     ],  # fmt: skip
     "defer": ["method.iterations=3"],
+    "serac": ["method.classifier_steps=3", "method.counterfactual_steps=2", "method.train_size=4"],
     "ft_l": ["method.iterations=3"],
     "grace": ["method.iterations=3"],
     "lemoe": ["method.iterations=3"],
