@@ -119,7 +119,7 @@ class SERAC(Editor):
         ref = next(model.hf.parameters())
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            self.f = nn.Linear(hidden, cfg.classifier_dim).to(ref)
+            self.f = nn.Linear(hidden, cfg.classifier_dim).to(ref.device)  # float32, as trained
         with torch.no_grad():  # distances start near the threshold's scale, not in the hundreds
             self.f.weight.mul_(cfg.classifier_init)
             self.f.bias.zero_()
@@ -148,14 +148,26 @@ class SERAC(Editor):
         finally:
             self._switch(False)
 
-    def features(self, input_ids: torch.Tensor, mask: torch.Tensor, last: torch.Tensor):
+    def features(
+        self,
+        input_ids: torch.Tensor,
+        mask: torch.Tensor,
+        last: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalized mean hidden state (B, d) over each row's tokens 0..last, and the logits."""
-        out = self.hf(input_ids=input_ids, attention_mask=mask, output_hidden_states=True)
+        out = self.hf(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=position_ids,
+            output_hidden_states=True,
+        )
         h = out.hidden_states[self.config.classifier_layer].float()  # (B, T, d)
-        positions = torch.arange(h.shape[1], device=h.device)[None]  # (1, T)
-        keep = (mask.bool() & (positions <= last[:, None].to(h.device))).float()[..., None]
+        columns = torch.arange(h.shape[1], device=h.device)[None]  # (1, T)
+        keep = (mask.bool() & (columns <= last[:, None].to(h.device))).float()[..., None]
         pooled = (h * keep).sum(1) / keep.sum(1).clamp(min=1)
-        return (pooled - self.norm["mean"]) / self.norm["std"], out.logits
+        mean, std = self.norm["mean"].to(pooled), self.norm["std"].to(pooled)
+        return (pooled - mean) / std, out.logits
 
     def embed(self, texts: list[str]) -> torch.Tensor:
         """Normalized features (n, d) of prompts, in batches."""
@@ -169,8 +181,9 @@ class SERAC(Editor):
 
     def log_sims(self, x: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         """log s (n, N) of features x (n, d) against stored keys (N, k)."""
-        z = self.f(x.to(self.f.weight))
-        return -self.config.scale * torch.cdist(z.float(), keys.to(z).float()).square()
+        z = self.f(x.to(self.f.weight))  # (n, k)
+        d = torch.cdist(z, keys.to(z), compute_mode="donot_use_mm_for_euclid_dist")  # exact
+        return -self.config.scale * d.square()
 
     def with_context(
         self, edits: list[tuple[str, str]], ids: torch.Tensor, mask: torch.Tensor
@@ -193,13 +206,18 @@ class SERAC(Editor):
     def cases(self) -> list[tuple[str, str, str, str]]:
         cfg = self.config
         if cfg.train_cases is not None:
-            return [tuple(c) for c in cfg.train_cases][: cfg.train_size]
-        fields = ("prompt", "rephrase_prompt", "locality_prompt")
-        pool = outside_records(cfg.train_data, self.stream, cfg.seed, fields)
-        rows = [
-            (c["prompt"], c["target_new"], c["rephrase_prompt"], c["locality_prompt"]) for c in pool
-        ]
-        return [r for r in rows if all(t.strip() for t in r)][: cfg.train_size]  # all 4 texts
+            evaluated = {t for r in self.stream for t in (r.prompt, r.rephrase, r.loc_prompt)}
+            rows = [tuple(c) for c in cfg.train_cases if not evaluated & {c[0], c[2], c[3]}]
+        else:
+            fields = ("prompt", "rephrase_prompt", "locality_prompt")
+            rows = [
+                (c["prompt"], c["target_new"], c["rephrase_prompt"], c["locality_prompt"])
+                for c in outside_records(cfg.train_data, self.stream, cfg.seed, fields)
+            ]
+        rows = [r for r in rows if all(t.strip() for t in r)][: cfg.train_size]  # all 4 texts
+        if len(rows) < 2:
+            raise ValueError(f"SERAC: {len(rows)} training cases outside the stream; need >= 2")
+        return rows
 
     def prepare(self) -> None:
         """Train the scope classifier and the counterfactual model once, before the first edit."""
@@ -319,15 +337,18 @@ class SERAC(Editor):
     ) -> GenerateOutput:
         """The base model's continuation, but the counterfactual model's for in-scope rows."""
         last = torch.full((input_ids.shape[0],), input_ids.shape[1] - 1)
-        x, _ = self.features(input_ids, attention_mask, last.to(input_ids.device))
+        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # as forward's, for GPT-2
+        x, _ = self.features(input_ids, attention_mask, last.to(input_ids.device), positions)
         in_scope, index = self.scope(x)
         out = super().generate(input_ids, attention_mask, max_new_tokens, stop).tokens
         rows = in_scope.nonzero()[:, 0].tolist()
         if rows:
             edits = [self.memory[index[i]] for i in rows]
             seqs, _ = self.with_context(edits, input_ids[rows], attention_mask[rows])
+            room = self.model.max_length - max_new_tokens  # the oldest tokens go first
+            seqs = [s[-room:] for s in seqs]
             pad = self.model.tokenizer.pad_token_id
-            width = max(len(s) for s in seqs)
+            width = max(max(len(s) for s in seqs), input_ids.shape[1])  # never fewer columns
             ids = torch.full((len(seqs), width), pad)
             mask = torch.zeros_like(ids)
             for i, s in enumerate(seqs):  # left-padded: the last prompt token is column width-1
@@ -373,7 +394,7 @@ class SERAC(Editor):
 def balanced_bce(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
     """The reference's balanced BCE on log-similarities: mean −log s⁺ + mean −log(1 − s⁻)."""
     eps = torch.finfo(torch.float32).eps
-    return -pos.mean() - (1 - neg.exp()).clamp(min=eps).log().mean()
+    return -pos.mean() - (-torch.expm1(neg)).clamp(min=eps).log().mean()
 
 
 class _Shifted(StoppingCriteria):

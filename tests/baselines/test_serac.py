@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from transformers import StoppingCriteria
 
 from baselines.outside import outside_records
 from baselines.serac import SERAC
@@ -140,3 +141,32 @@ def test_state_rebuilds_the_editor():
 def test_bad_options_are_refused(option, message):
     with pytest.raises(ValueError, match=message):
         _serac(tiny("llama"), **option)
+
+
+class _Widths(StoppingCriteria):
+    """Records the width of every batch a stopping criterion sees; never stops."""
+
+    def __init__(self) -> None:
+        self.widths: list[int] = []
+
+    def __call__(self, input_ids, scores, **kwargs):
+        self.widths.append(input_ids.shape[1])
+        return torch.zeros(len(input_ids), dtype=torch.bool)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_a_mixed_left_padded_batch_is_scoped_as_forward_and_stop_sees_only_new_tokens(arch):
+    model = tiny(arch)
+    editor = _serac(model, scale=1e3)
+    editor.edit([EDIT])
+    long = "A much longer prompt about nothing at all, that goes on and on and on about it"
+    model.tokenizer.padding_side = "left"
+    try:
+        ids = model.tokenizer([EDIT.prompt, long], return_tensors="pt", padding=True)
+    finally:
+        model.tokenizer.padding_side = "right"
+    stop = _Widths()
+    out = editor.generate(ids.input_ids, ids.attention_mask, 3, stop)
+    assert out.info["in_scope"].tolist() == [1.0, 0.0]  # GPT-2: positions from the mask
+    width = ids.input_ids.shape[1]
+    assert min(stop.widths) > width  # the counterfactual call's context is cut off for `stop`
