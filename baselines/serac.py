@@ -43,7 +43,7 @@ from transformers.pytorch_utils import Conv1D
 
 from baselines.outside import outside_records
 from elder.editor import Editor, EditRecord, Encoded, ForwardOutput, GenerateOutput
-from elder.encoding import encode
+from elder.encoding import encode, left_pad
 from elder.models import LoadedModel
 
 
@@ -348,12 +348,8 @@ class SERAC(Editor):
             room = self.model.max_length - max_new_tokens  # the oldest tokens go first
             seqs = [s[-room:] for s in seqs]
             pad = self.model.tokenizer.pad_token_id
-            width = max(max(len(s) for s in seqs), input_ids.shape[1])  # never fewer columns
-            ids = torch.full((len(seqs), width), pad)
-            mask = torch.zeros_like(ids)
-            for i, s in enumerate(seqs):  # left-padded: the last prompt token is column width-1
-                ids[i, width - len(s) :], mask[i, width - len(s) :] = torch.tensor(s), 1
-            extra = width - input_ids.shape[1]  # the context's columns, hidden from `stop`
+            ids, mask = left_pad(seqs, pad, width=input_ids.shape[1])  # never fewer columns
+            extra = ids.shape[1] - input_ids.shape[1]  # the context's columns, hidden from `stop`
             shifted = None if stop is None else _Shifted(stop, extra)
             with self.counterfactual():
                 new = (

@@ -73,3 +73,17 @@ def encode(
         attention_mask[row, : len(ids)] = 1
         prompt_last[row] = len(p) - 1
     return Encoded(input_ids, attention_mask, labels, prompt_last).to(device)
+
+
+def left_pad(
+    rows: Sequence[list[int]], pad: int, width: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded (B, T) input ids and attention mask, T >= ``width``: the last prompt token is
+    column T-1 of every row."""
+    width = max([width, *(len(r) for r in rows)])
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+        mask[i, width - len(r) :] = 1
+    return ids, mask

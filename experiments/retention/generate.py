@@ -19,6 +19,7 @@ from tqdm import tqdm
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from elder.editor import GenerateOutput
+from elder.encoding import left_pad
 from elder.models import LoadedModel
 
 GenerateFn = Callable[[torch.Tensor, torch.Tensor, int, StoppingCriteria | None], GenerateOutput]
@@ -72,17 +73,6 @@ class StopAfterText(StoppingCriteria):
         texts = self.tokenizer.batch_decode(input_ids[:, self.width :], skip_special_tokens=True)
         done = [self.stop in text.lstrip() for text in texts]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
-
-
-def left_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded (B, T) input ids and attention mask: the last prompt token is column T-1."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, width - len(r) :] = torch.tensor(r)
-        mask[i, width - len(r) :] = 1
-    return ids, mask
 
 
 def batches(
