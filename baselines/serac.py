@@ -263,7 +263,8 @@ class SERAC(Editor):
                 batch = torch.randperm(len(cases), generator=generator)[: cfg.batch_size].tolist()
                 picked = [cases[i] for i in batch]
                 enc = encode(self.model.tokenizer, [c[2] for c in picked], [c[1] for c in picked])
-                logits, enc = self.counterfactual_logits([(c[0], c[1]) for c in picked], enc)
+                enc = enc.to(self.model.device)
+                logits = self.counterfactual_logits([(c[0], c[1]) for c in picked], enc)
                 loss = F.cross_entropy(logits[enc.target_mask].float(), enc.target_ids)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -272,9 +273,7 @@ class SERAC(Editor):
                 p.requires_grad_(False)
                 p.grad = None
 
-    def counterfactual_logits(
-        self, edits: list[tuple[str, str]], enc: Encoded
-    ) -> tuple[torch.Tensor, Encoded]:
+    def counterfactual_logits(self, edits: list[tuple[str, str]], enc: Encoded) -> torch.Tensor:
         """Counterfactual-model logits (b, T, V) at each row's own positions, given its edit."""
         rows, offsets = self.with_context(edits, enc.input_ids, enc.attention_mask)
         width = max(len(r) for r in rows)
@@ -287,7 +286,7 @@ class SERAC(Editor):
         T = enc.input_ids.shape[1]
         index = (torch.arange(T)[None] + torch.tensor(offsets)[:, None]).clamp(0, width - 1)
         picked = logits.gather(1, index.to(device)[..., None].expand(-1, -1, logits.shape[-1]))
-        return picked, enc.to(device)  # (b, T, V): row position t <- context + t
+        return picked  # (b, T, V): row position t <- context + t
 
     # -- the stream --------------------------------------------------------------------------
 
@@ -322,7 +321,7 @@ class SERAC(Editor):
             sub = Encoded(*(t[rows] for t in (enc.input_ids, enc.attention_mask, enc.labels,
                                                enc.prompt_last)))  # fmt: skip
             with self.counterfactual():
-                new, _ = self.counterfactual_logits([self.memory[index[i]] for i in rows], sub)
+                new = self.counterfactual_logits([self.memory[index[i]] for i in rows], sub)
             logits = logits.clone()
             logits[rows] = new.to(logits)
         return ForwardOutput(logits, {"in_scope": in_scope.float()})
