@@ -10,6 +10,8 @@ QUERIES = ("fc_input", "residual")
 LORA_INITS = ("reference", "peft")
 OPTIMIZERS = ("per_batch", "stream")
 LABELS = ("fact", "target")
+ROUTES = ("router", "memory")
+POOLS = ("last", "mean")
 
 # What a config written before these options existed ran with. A run folder's config.yaml
 # from then lacks the keys; reading it through :func:`upgrade` keeps its meaning.
@@ -51,6 +53,16 @@ class ELDERConfig:
     defer: bool = True  # deferral mechanism at inference (Algorithm 1)
     fast_path: bool = True  # cache the frozen blocks below the first MoLoRA layer while training
     allocation_seed: int = 0  # seed of the random pre-assigned allocations
+    # -- beyond the paper (issue #24, docs/elder.md "ELDER+"): each off by default ------------
+    # "router": the paper's learned routers and Hamming deferral; "memory": every edit's query
+    # is stored with its allocation, an input takes the allocation of its nearest stored query
+    # (cosine) and is deferred beyond ``radius``. Routers, ``eps``, ``lam``, ``aux_loss`` and
+    # ``routing`` then play no part: training uses the preset allocation, each LoRA gated 1/k.
+    route: str = "router"
+    radius: float = 0.05  # route=memory: defer where 1 - cos(query, nearest stored) > radius
+    query_pool: str = "last"  # the query: "last" prompt token (the paper) or "mean" of the prompt
+    rehearse: int = 0  # stored edits (texts kept) replayed in every later batch
+    stop_loss: float = 0.0  # end a batch's iterations once its model loss is below; 0 = never
 
     def __post_init__(self) -> None:
         if self.query_block is None:
@@ -84,6 +96,14 @@ class ELDERConfig:
             (self.lr_step >= 0, f"lr_step must be >= 0, got {self.lr_step}"),
             (0 < self.lr_gamma <= 1, f"lr_gamma must be in (0, 1], got {self.lr_gamma}"),
             (self.label in LABELS, f"label must be one of {LABELS}, got {self.label!r}"),
+            (self.route in ROUTES, f"route must be one of {ROUTES}, got {self.route!r}"),
+            (0 <= self.radius <= 2, f"radius must be in [0, 2], got {self.radius}"),
+            (
+                self.query_pool in POOLS,
+                f"query_pool must be one of {POOLS}, got {self.query_pool!r}",
+            ),
+            (self.rehearse >= 0, f"rehearse must be >= 0, got {self.rehearse}"),
+            (self.stop_loss >= 0, f"stop_loss must be >= 0, got {self.stop_loss}"),
             ("{}" in self.layer_pattern, f"layer_pattern needs a '{{}}': {self.layer_pattern!r}"),
         ]
         for ok, message in checks:

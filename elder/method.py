@@ -4,7 +4,9 @@ Section "Method" of Li et al., AAAI 2025: MoLoRA modules on the FC layer of L co
 blocks, one routing per sequence from the query vector (at the last prompt token: the input
 of the FC layer in ``query_block``, as the reference code routes, or the hidden state
 entering that block), the guided loss towards pre-assigned allocations, and Algorithm 1's
-deferral on the Hamming distance between allocation codes.
+deferral on the Hamming distance between allocation codes. Options beyond the paper (issue
+#24, off by default) route by the nearest stored query and rehearse stored edits
+(``elder.memory``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from elder import saved, trunk
 from elder.allocation import AllocationTable, min_hamming, pack, topk_code
 from elder.config import ELDERConfig, upgrade
 from elder.editor import Editor, EditRecord, Encoded
+from elder.memory import QueryMemory, Rehearsal, pool
 from elder.models import LoadedModel, get_module, set_module
 from elder.molora import MoLoRALayer, io_features
 
@@ -35,7 +38,7 @@ class ELDER(Editor):
 
     name = "elder"
     config_class = ELDERConfig
-    inference_options = frozenset({"eps"})  # ε only decides, at inference, who is deferred
+    inference_options = frozenset({"eps", "radius"})  # only decide, at inference, who defers
 
     def __init__(self, model: LoadedModel, **config: Any) -> None:
         super().__init__(model, **config)
@@ -59,6 +62,8 @@ class ELDER(Editor):
             self.layers.append(layer)
         self.allocations = AllocationTable(cfg.L, cfg.N, cfg.k, seed=cfg.allocation_seed)
         self.codes = torch.empty(0, (cfg.L * cfg.N + 7) // 8, dtype=torch.uint8)  # packed
+        self.memory = QueryMemory() if cfg.route == "memory" else None
+        self.rehearsal = Rehearsal(seed=cfg.allocation_seed) if cfg.rehearse else None
         self.optimizer = self._new_optimizer()
 
     @classmethod
@@ -70,9 +75,19 @@ class ELDER(Editor):
         return record.fact_label if self.config.label == "fact" else record.label
 
     def parameters(self) -> list[torch.nn.Parameter]:
+        """What edit() trains: LoRAs and routers (``route=memory``: the LoRAs alone)."""
+        routers = self.config.route == "router"
         return [
-            p for layer in self.layers for p in (layer.router.weight, layer.lora_A, layer.lora_B)
+            p
+            for layer in self.layers
+            for p in ((layer.router.weight,) if routers else ()) + (layer.lora_A, layer.lora_B)
         ]
+
+    def memory_bytes(self) -> int:
+        """What the options of issue #24 store beside the parameters; grows with the stream."""
+        return (self.memory.nbytes() if self.memory else 0) + (
+            self.rehearsal.nbytes() if self.rehearsal else 0
+        )
 
     def extra_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -105,9 +120,10 @@ class ELDER(Editor):
     @torch.no_grad()
     def query(self, enc: Encoded) -> torch.Tensor:
         """The routing query of each sequence (B, d): the query module's input at the last
-        prompt token; nothing above the query module is run."""
+        prompt token (or its mean over the prompt, ``query_pool``); nothing above the query
+        module is run."""
         h = trunk.module_input(self.model, self._query_module(), enc)  # (B, T, d)
-        return h[torch.arange(h.shape[0]), enc.prompt_last]
+        return pool(h, enc.attention_mask, enc.prompt_last, self.config.query_pool)
 
     def scores(self, query: torch.Tensor) -> torch.Tensor:
         """Router scores of every MoLoRA layer: query (B, d) -> (B, L, N)."""
@@ -125,8 +141,11 @@ class ELDER(Editor):
 
     def _route(
         self, query: torch.Tensor, preset: torch.Tensor | None = None, defer: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Set every layer's gates for this batch; returns scores (B, L, N) and the active rows."""
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Set every layer's gates for this batch; returns scores (B, L, N) (None where
+        ``route=memory``) and the active rows."""
+        if self.config.route == "memory":
+            return None, self._route_by_memory(query, preset, defer)
         s = self.scores(query)  # (B, L, N)
         chosen = preset if preset is not None else s.topk(self.config.k, dim=-1).indices
         gates = torch.zeros_like(s).scatter(-1, chosen, s.gather(-1, chosen))  # raw scores
@@ -138,15 +157,43 @@ class ELDER(Editor):
             layer.gates, layer.active = gates[:, i], active
         return s, active
 
+    def _route_by_memory(
+        self, query: torch.Tensor, preset: torch.Tensor | None, defer: bool
+    ) -> torch.Tensor | None:
+        """``route=memory``: the allocation of the nearest stored query (or ``preset``), each
+        of its LoRAs gated 1/k; deferred beyond ``radius``. Returns the active rows."""
+        cfg = self.config
+        if preset is None and not len(self.memory):  # nothing stored: every row is the base's
+            return query.new_zeros(query.shape[0], dtype=torch.bool) if defer else None
+        distance, index = self.memory.nearest(query)
+        if preset is None:
+            preset = self.memory.allocations[index].to(query.device)  # (B, L, k)
+        gates = self._preset_gates(preset, query)
+        active = (distance <= cfg.radius).to(query.device) if defer else None
+        for i, layer in enumerate(self.layers):
+            layer.gates, layer.active = gates[:, i], active
+        return active
+
+    def _preset_gates(self, preset: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """Gates of allocations (B, L, k): 1/k at each allocated LoRA -> (B, L, N)."""
+        cfg = self.config
+        gates = like.new_zeros(preset.shape[0], cfg.L, cfg.N)
+        return gates.scatter(-1, preset, 1 / cfg.k)
+
     def _clear(self) -> None:
         for layer in self.layers:
             layer.gates = layer.active = None
 
     @contextmanager
     def routing(
-        self, prompt_last: torch.Tensor, preset: torch.Tensor | None = None, defer: bool = False
+        self,
+        attention_mask: torch.Tensor,
+        prompt_last: torch.Tensor,
+        preset: torch.Tensor | None = None,
+        defer: bool = False,
     ):
-        """Route each sequence once, from the input of the query module at ``prompt_last``.
+        """Route each sequence once, from the input of the query module at ``prompt_last``
+        (or its mean over the prompt, ``query_pool``).
 
         Within the context the first forward pass fixes the mixture; later passes (decode
         steps of ``generate``, which see one token) keep it.
@@ -157,7 +204,8 @@ class ELDER(Editor):
             if "query" in state:
                 return
             h = args[0] if args else kwargs["hidden_states"]  # (B, T, d)
-            state["query"] = h[torch.arange(h.shape[0]), prompt_last].detach()  # (B, d)
+            query = pool(h, attention_mask, prompt_last, self.config.query_pool)
+            state["query"] = query.detach()  # (B, d)
             state["scores"], state["active"] = self._route(state["query"], preset, defer)
 
         handle = self._query_module().register_forward_pre_hook(hook, with_kwargs=True)
@@ -169,8 +217,11 @@ class ELDER(Editor):
 
     # -- editing -----------------------------------------------------------------------------
 
-    def aux_loss(self, scores: torch.Tensor, preset: torch.Tensor) -> torch.Tensor:
-        """Auxiliary routing loss of the batch; scores (B, L, N), preset (B, L, k)."""
+    def aux_loss(self, scores: torch.Tensor | None, preset: torch.Tensor) -> torch.Tensor:
+        """Auxiliary routing loss of the batch; scores (B, L, N), preset (B, L, k). None
+        without routers (``route=memory``)."""
+        if scores is None:
+            return preset.new_zeros((), dtype=torch.float32)
         if self.config.aux_loss == "guided":
             return guided_loss(scores, preset).mean()  # averaged over the batch
         if self.config.aux_loss == "balance":
@@ -193,9 +244,11 @@ class ELDER(Editor):
 
     def edit(self, batch: list[EditRecord]) -> dict[str, float]:
         cfg = self.config
-        enc = self.encode(batch)
-        preset = self.allocations.batch([self.label_of(r) for r in batch]).to(self.model.device)
-        train_preset = preset if cfg.routing == "hard" else None
+        replay = self.rehearsal.sample(cfg.rehearse) if self.rehearsal else []
+        rows = batch + replay  # the new edits first, then the rehearsed ones
+        enc = self.encode(rows)
+        preset = self.allocations.batch([self.label_of(r) for r in rows]).to(self.model.device)
+        train_preset = preset if cfg.routing == "hard" or cfg.route == "memory" else None
         scheduler = self._schedule()
         if cfg.fast_path:
             # Nothing below the first MoLoRA layer trains, and the query is read before it:
@@ -203,6 +256,7 @@ class ELDER(Editor):
             query = self.query(enc)  # (B, d)
             hidden = trunk.block_input(self.model, cfg.first_layer, enc)  # (B, T, d), frozen
             packed = trunk.pack(hidden, enc)
+        steps = 0
         for _ in range(cfg.iterations):
             if cfg.fast_path:
                 try:
@@ -213,19 +267,40 @@ class ELDER(Editor):
                 finally:
                     self._clear()
             else:
-                with self.routing(enc.prompt_last, train_preset) as state:
+                with self.routing(enc.attention_mask, enc.prompt_last, train_preset) as state:
                     logits = trunk.target_logits(self.model, enc)
                 scores, query = state["scores"], state["query"]
             model_loss = F.cross_entropy(logits.float(), enc.target_ids)
             aux = self.aux_loss(scores, preset)
             loss = model_loss + cfg.lam * aux
+            if cfg.stop_loss and model_loss.item() < cfg.stop_loss:
+                break  # the batch is fitted: no step moves the shared LoRAs further
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
             if scheduler is not None:
                 scheduler.step()
-        self.codes = torch.cat([self.codes, self.allocation_code(query)])
-        return {"loss": loss.item(), "model_loss": model_loss.item(), "aux_loss": aux.item()}
+            steps += 1
+        new = slice(0, len(batch))
+        self._store(batch, query[new], preset[new])
+        stats = {"loss": loss.item(), "model_loss": model_loss.item(), "aux_loss": aux.item()}
+        if cfg.stop_loss:
+            stats["iterations"] = steps
+        if self.memory or self.rehearsal:
+            stats |= {"rehearsed": len(replay), "memory_mb": self.memory_bytes() / 2**20}
+        return stats
+
+    def _store(self, batch: list[EditRecord], query: torch.Tensor, preset: torch.Tensor) -> None:
+        """Keep what deferral and the options of issue #24 look up: the allocation codes (of
+        the routers' top-k, or with ``route=memory`` of the preset), queries and texts."""
+        if self.memory is not None:
+            self.memory.add(query, preset)
+            code = pack(self._preset_gates(preset, query).flatten(1) > 0).cpu()
+        else:
+            code = self.allocation_code(query)
+        self.codes = torch.cat([self.codes, code])
+        if self.rehearsal is not None:
+            self.rehearsal.add(batch)
 
     # -- inference ---------------------------------------------------------------------------
 
@@ -235,7 +310,7 @@ class ELDER(Editor):
     ) -> Iterator[dict[str, torch.Tensor]]:
         """Route each sequence once, deferring (``defer``) as Algorithm 1 says."""
         info: dict[str, torch.Tensor] = {}
-        with self.routing(prompt_last, defer=self.config.defer) as state:
+        with self.routing(attention_mask, prompt_last, defer=self.config.defer) as state:
             yield info
         if state.get("active") is not None:
             info["deferred"] = ~state["active"]
@@ -258,12 +333,27 @@ class ELDER(Editor):
             "allocation": table_meta,
             "optimizer": opt_meta,
         }
+        if self.memory is not None:
+            tensors.update({f"memory.{k}": v for k, v in self.memory.state().items()})
+        if self.rehearsal is not None:
+            rehearsal, meta["rehearsal"] = self.rehearsal.state()
+            tensors.update({f"rehearsal.{k}": v for k, v in rehearsal.items()})
         return {k: v.detach().clone() for k, v in tensors.items()}, meta  # a snapshot
 
     def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         """Restore :meth:`state` into an editor built with the same structural config."""
         mine, theirs = asdict(self.config), upgrade(meta["config"])  # as written then
-        structural = ("layer_pattern", "first_layer", "query_block", "query", "L", "N", "k", "r")
+        structural = (
+            "layer_pattern",
+            "first_layer",
+            "query_block",
+            "query",
+            "L",
+            "N",
+            "k",
+            "r",
+            "route",
+        )
         differ = [
             f"{k}={theirs.get(k)!r} (here {mine[k]!r})"
             for k in structural
@@ -281,6 +371,10 @@ class ELDER(Editor):
                     param.copy_(tensors[f"layers.{i}.{name}"])
         self.codes = tensors["codes"].to(torch.uint8).clone()
         self.allocations.load_state(saved.part(tensors, "allocation"), meta["allocation"])
+        if self.memory is not None:
+            self.memory.load_state(saved.part(tensors, "memory"))
+        if self.rehearsal is not None:
+            self.rehearsal.load_state(saved.part(tensors, "rehearsal"), meta.get("rehearsal", []))
         self.optimizer = self._new_optimizer()
         # load_state_dict moves the moments to the params' device
         saved.load_optimizer_state(

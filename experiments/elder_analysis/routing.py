@@ -65,6 +65,11 @@ def load_editor(run_dir: Path, checkpoint: bool) -> tuple[ELDER, str]:
 def report(editor: ELDER, records: list[EditRecord]) -> dict[str, Any]:
     """Routing of the first ``len(editor.codes)`` records of the stream (see the module doc)."""
     cfg = editor.config
+    if cfg.route == "memory":
+        raise ValueError(
+            "this run has method.route=memory: it has no routers to report on; its edits route "
+            "by the nearest stored query (the run's deferred_* columns say where it defers)"
+        )
     n = min(len(records), len(editor.codes))
     if n == 0:
         raise ValueError("the editor has no stored codes: it has edited nothing")

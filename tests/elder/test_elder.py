@@ -69,7 +69,7 @@ def test_input_far_from_every_stored_code_gets_the_unedited_logits(tiny_model):
     editor = _elder(tiny_model, iterations=3, lr=1e-2, eps=6)
     editor.edit(records)
     # Store only codes at the largest possible distance (disjoint experts) from these inputs.
-    with editor.routing(enc.prompt_last) as state:
+    with editor.routing(enc.attention_mask, enc.prompt_last) as state:
         tiny_model.hf(input_ids=enc.input_ids, attention_mask=enc.attention_mask)
     codes = editor.scores(state["query"])
     far = torch.zeros_like(codes, dtype=torch.bool)

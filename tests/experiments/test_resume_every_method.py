@@ -26,6 +26,13 @@ CASES = {
         "method.stats_dir=${results_dir}/stats",
         "method.batch_size=6",  # the edits of batch 2 wait in the buffer at the kill
     ],  # fmt: skip
+    "elder_plus": [
+        "method=elder",
+        "method.iterations=3",
+        "method.route=memory",
+        "method.query_pool=mean",
+        "method.rehearse=2",
+    ],  # fmt: skip
     "defer": ["method.iterations=3"],
     "serac": ["method.classifier_steps=3", "method.counterfactual_steps=2", "method.train_size=4"],
     "ft_l": ["method.iterations=3"],

@@ -1,0 +1,195 @@
+"""Which query lets ELDER's ``route=memory`` find a rephrase's edit and nothing else.
+
+    python -m experiments.elder_analysis.queries --n-edits 200 --blocks 6,10,14,19
+
+For each candidate query (the residual stream entering a block, at the last prompt token or
+averaged over the prompt, ``method.query_pool``; and the paper's query, the FC input of the
+model's ``query_block`` at the last token), the first ``--n-edits`` edit prompts are stored
+as ``route=memory`` stores them. Then, by cosine distance to the nearest stored query:
+
+- **own** / **target**: the rephrases whose nearest stored edit is their own edit, or one
+  with their target (which is what generalization needs);
+- **radius**, calibrated on data that no evaluated input is part of, two ways:
+  - ``cf 1%``: ``--calibration`` CounterFact cases outside the stream, their prompts
+    stored; the largest radius at which at most 1% of their locality prompts (same
+    relation, another subject) are in reach;
+  - ``zsre 95%``: the zsRE records after the first 1000 (outside every stream of up to 1000
+    edits), their prompts stored; the radius that reaches 95% of their rephrases;
+- at each radius: rephrases in reach and routed to their target, and locality prompts and
+  retention-task inputs in reach (``--n-per-task`` per task).
+
+A Markdown table goes to stdout and ``<out>/queries_<data>_<n>.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from baselines.outside import outside_records
+from elder.data import data_file
+from elder.encoding import left_pad
+from elder.memory import pool
+from elder.models import LoadedModel, get_module
+from experiments.configs import compose
+from experiments.results import machine
+from experiments.retention.evaluator import RetentionEvaluator
+from experiments.runner import build
+from experiments.streams.files import read_json
+
+CALIBRATION = "counterfact/counterfact-train.json"
+HELD_OUT = ("zsre/zsre_mend_eval_portability_gpt4.json", 1000)  # file, first held-out record
+KINDS = ("prompt", "rephrase", "loc_prompt")
+
+
+@torch.no_grad()
+def queries(
+    model: LoadedModel, texts: list[str], blocks: list[int], fc_module: str, batch: int = 16
+) -> dict[str, torch.Tensor]:
+    """Candidate queries of ``texts``: name -> (n, d) float32."""
+    tok, out = model.tokenizer, {}
+    fc: dict[str, torch.Tensor] = {}
+    handle = get_module(model.hf, fc_module).register_forward_pre_hook(
+        lambda m, args: fc.__setitem__("v", args[0])
+    )
+    try:
+        for i in tqdm(range(0, len(texts), batch), desc="queries", leave=False):
+            ids, mask = left_pad([tok(t).input_ids for t in texts[i : i + batch]], tok.pad_token_id)
+            ids, mask = ids.to(model.device), mask.to(model.device)
+            last = torch.full((ids.shape[0],), ids.shape[1] - 1, device=ids.device)
+            hidden = model.hf(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+            found = {"paper (fc input, last)": pool(fc["v"], mask, last, "last")}
+            for b in blocks:  # hidden_states[b]: the residual stream entering block b
+                for how in ("last", "mean"):
+                    found[f"block {b}, {how}"] = pool(hidden.hidden_states[b], mask, last, how)
+            for name, q in found.items():
+                out.setdefault(name, []).append(q.float().cpu())
+    finally:
+        handle.remove()
+    return {name: torch.cat(qs) for name, qs in out.items()}
+
+
+def nearest(q: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosine distance (n,) to the nearest of keys (M, d), and its index (n,)."""
+    best, index = (F.normalize(q, dim=-1) @ F.normalize(keys, dim=-1).T).max(-1)
+    return 1 - best, index
+
+
+def measure(
+    overrides: list[str], blocks: list[int], calibration: int, n_per_task: int
+) -> tuple[list[dict], dict]:
+    """One row per candidate query (see the module doc), and what it was measured on."""
+    cfg = compose(overrides)
+    stream, model = build(cfg.data), build(cfg.model)
+    records = stream.records
+    fc_module = cfg.model.layers.elder.pattern.format(cfg.model.layers.elder.query_block)
+    fields = ("prompt", "locality_prompt")
+    outside = outside_records(CALIBRATION, records, 0, fields)[:calibration]
+    evaluated = {t for r in records for t in (r.prompt, r.rephrase, r.loc_prompt)}
+    path, first = HELD_OUT
+    held_out = [
+        r
+        for r in read_json(data_file(path))[first:]
+        if not evaluated & {r["src"], r["rephrase"], r["loc"]}
+    ]
+    retention = RetentionEvaluator(model, n_per_task=n_per_task, cache_dir=None)
+    tasks = [p.text for prompts in retention.prompts.values() for p in prompts]
+
+    def q(texts: list[str]) -> dict[str, torch.Tensor]:
+        return queries(model, texts, blocks, fc_module)
+
+    edit, rephrase, loc = (q([getattr(r, f) for r in records]) for f in KINDS)
+    task = q(tasks)
+    cal_key, cal_neg = (q([c[f] for c in outside]) for f in fields)
+    dev_key, dev_rephrase = (q([r[f] for r in held_out]) for f in ("src", "rephrase"))
+    if not held_out:
+        print(f"{path} has no record after the first {first}: no zsre calibration", flush=True)
+    targets = [r.target for r in records]
+    rows = []
+    for name in edit:
+        d_rep, idx = nearest(rephrase[name], edit[name])
+        hit = torch.tensor([targets[j] == t for j, t in zip(idx.tolist(), targets, strict=True)])
+        d_loc, d_task = (nearest(x[name], edit[name])[0] for x in (loc, task))
+        radii = {"cf 1%": nearest(cal_neg[name], cal_key[name])[0].quantile(0.01).item()}
+        if held_out:  # a file of at most 1000 records (the tests' fixture) holds none
+            d_dev = nearest(dev_rephrase[name], dev_key[name])[0]
+            radii["zsre 95%"] = d_dev.quantile(0.95).item()
+        for calibration_name, radius in radii.items():
+            rows.append(
+                {
+                    "query": name,
+                    "own": _share(idx == torch.arange(len(records))),
+                    "target": _share(hit),
+                    "calibration": calibration_name,
+                    "radius": radius,
+                    "rephrase in reach, its target": _share((d_rep <= radius) & hit),
+                    "locality in reach": _share(d_loc <= radius),
+                    "tasks in reach": _share(d_task <= radius),
+                }
+            )
+            print(rows[-1], flush=True)
+    info = {
+        "model": cfg.model.name,
+        "calibration": len(outside),
+        "held_out": len(held_out),
+        "tasks": len(tasks),
+    }
+    return rows, info
+
+
+def _share(mask: torch.Tensor) -> float:
+    return mask.float().mean().item()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default="zsre")
+    parser.add_argument("--n-edits", type=int, default=200)
+    parser.add_argument("--blocks", default="6,10,14,19")
+    parser.add_argument("--calibration", type=int, default=1000, help="outside CounterFact cases")
+    parser.add_argument("--n-per-task", type=int, default=20)
+    parser.add_argument("--out", default="results/elder_plus")
+    args = parser.parse_args()
+
+    t0 = time.perf_counter()
+    blocks = [int(b) for b in args.blocks.split(",")]
+    overrides = [f"data={args.data}", f"data.n_edits={args.n_edits}"]
+    rows, info = measure(overrides, blocks, args.calibration, args.n_per_task)
+    keys = list(rows[0])
+    command = (
+        f"python -m experiments.elder_analysis.queries --data {args.data} --n-edits "
+        f"{args.n_edits} --blocks {args.blocks} --calibration {args.calibration} "
+        f"--n-per-task {args.n_per_task}"
+    )
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        f"# Queries for ELDER's route=memory, {args.n_edits} {args.data} edits stored",
+        "",
+        f"- command: `{command}`",
+        f"- date: {stamp}; machine: {machine()}; model {info['model']}; "
+        f"{time.perf_counter() - t0:.0f} s",
+        f"- calibration: {info['calibration']} CounterFact train cases outside the stream; "
+        f"{info['held_out']} held-out zsRE records; {info['tasks']} retention-task inputs",
+        "",
+        "| " + " | ".join(keys) + " |",
+        "|---|" + "---|" * (len(keys) - 1),
+        *(
+            "| " + " | ".join(v if isinstance(v, str) else f"{v:.3f}" for v in r.values()) + " |"
+            for r in rows
+        ),
+    ]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    file = out / f"queries_{args.data}_{args.n_edits}.md"
+    file.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines) + f"\n\nwritten: {file}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""The query tool measures the queries ELDER's route=memory would store and look up."""
+
+import torch
+
+from elder.encoding import encode
+from experiments.elder_analysis.queries import measure, queries
+from tests.conftest import tiny
+from tests.elder.test_elder import _elder
+
+
+def test_a_candidate_query_is_the_one_route_memory_computes():
+    model = tiny("llama")  # deterministic: every tiny("llama") has the same weights
+    texts = ["The capital of France is", "Rome is in the country of"]
+    found = queries(model, texts, [1], "model.layers.1.mlp.down_proj")
+    for how in ("last", "mean"):
+        editor = _elder(
+            tiny("llama"), route="memory", query="residual", query_block=1, query_pool=how
+        )
+        alone = editor.query(encode(model.tokenizer, texts, ["Paris", "Italy"]))
+        torch.testing.assert_close(found[f"block 1, {how}"], alone, rtol=1e-4, atol=1e-5)
+
+
+def test_every_candidate_gets_shares_and_a_radius_from_outside_cases():
+    rows, info = measure(["model=tiny_llama", "data.n_edits=8"], [1], 4, 2)
+    queries = ["paper (fc input, last)", "block 1, last", "block 1, mean"]
+    assert [r["query"] for r in rows] == queries  # the fixture has no held-out zsRE records
+    assert {r["calibration"] for r in rows} == {"cf 1%"} and info["calibration"] == 4
+    for row in rows:
+        shares = [v for k, v in row.items() if k not in ("query", "calibration", "radius")]
+        assert all(0 <= v <= 1 for v in shares) and 0 <= row["radius"] <= 2
