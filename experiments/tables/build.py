@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from experiments.tables.ablation_table import ablation_table
 from experiments.tables.edit_tables import table1, table3, table4, table5
 from experiments.tables.figures import Figure, all_figures
 from experiments.tables.options_table import options_table
@@ -36,6 +37,11 @@ BUILDERS: list[tuple[Callable[[Runs], Table], str]] = [
         readings_table,
         "not in the paper: each method's edits read teacher-forced, free-decoded and "
         "immediately after their batch, with CounterFact's neighborhood score",
+    ),
+    (
+        ablation_table,
+        "not in the paper: the ELDER+ ablation (issue #24), each option alone and the preset "
+        "without each option (200 zsRE edits)",
     ),
     (
         routing_table,

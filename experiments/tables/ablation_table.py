@@ -1,0 +1,51 @@
+"""The ELDER+ ablation (issue #24): each option alone on faithful ELDER, and the preset without
+each option, on 200 zsRE edits (``python -m experiments.elder_analysis.ablation``)."""
+
+from __future__ import annotations
+
+from experiments.elder_analysis.ablation import variants
+from experiments.tables.cells import Collector
+from experiments.tables.render import Block, Num, Table
+from experiments.tables.runs import Runs, Spec
+
+MODEL, DATA, N_EDITS = "smollm2_135m", "zsre", 200
+COLUMNS = [  # (runs.csv column, header, scale)
+    ("reliability", "Rel.", 100.0),
+    ("generalization", "Gen.", 100.0),
+    ("locality", "Loc.", 100.0),
+    ("agreement", "Agreement", 100.0),
+    ("reliability_immediate", "Rel. immediate", 100.0),
+    ("deferred_edit", "deferred: edit", 100.0),
+    ("deferred_rephrase", "reph.", 100.0),
+    ("deferred_locality", "loc.", 100.0),
+    ("deferred_tasks", "tasks", 100.0),
+    ("s_per_edit", "s/edit", 1.0),
+    ("extra_params", "extra params (M)", 1e-6),
+]
+
+
+def ablation_table(runs: Runs) -> Table:
+    """One row per variant (%, s/edit in seconds, parameters in millions)."""
+    c = Collector(runs)
+    body: list[list[Num | str]] = []
+    for label, overrides in variants().items():
+        spec = Spec.of("elder", MODEL, DATA, n_edits=N_EDITS, overrides=overrides, full=True)
+        body.append([label, *(c.cell(spec, col, scale=s) for col, _, s in COLUMNS)])
+    return c.table(
+        name="elder_plus_ablation",
+        title=f"ELDER+ ablation: {N_EDITS} zsRE edits, SmolLM2-135M, eval=full (20 per task)",
+        header=["Variant", *(h for _, h, _ in COLUMNS)],
+        blocks=[Block("", body)],
+        notes=[
+            "*faithful*: ELDER at the paper's and the reference code's defaults. *+option*: that "
+            "option alone on faithful ELDER; *preset −option*: `+preset=elder_plus` with that "
+            "option back at faithful ELDER's value. Options: route = `route=memory` "
+            "(`radius` 0.03); query = the residual entering `memory_query_block` averaged over "
+            "the prompt; N16k1 = 16 LoRAs per layer, one per input; lr = 1e-2; rehearse = 8 "
+            "stored edits replayed per batch. *Deferred*: share of each kind of input that "
+            "gets the unedited model (tasks: the retention tasks' inputs). A route=memory run "
+            "routes a stored edit prompt by its own stored query, so its allocation is the "
+            "one it was trained with unless it is deferred (*deferred: edit*). s/edit depends "
+            "on how many jobs shared the 2-core CPU (results/README.md).",
+        ],
+    )

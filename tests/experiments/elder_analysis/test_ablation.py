@@ -1,0 +1,28 @@
+"""The ELDER+ ablation: its variants follow the preset, and its table picks each variant's run."""
+
+from experiments.elder_analysis.ablation import OPTIONS, PRESET, run_name, variants
+from experiments.tables.ablation_table import ablation_table
+from experiments.tables.render import MISSING, Num
+from tests.experiments.test_tables import cell, row, write_runs
+
+
+def test_each_option_alone_and_the_preset_without_it_differ_from_their_base_at_its_keys():
+    found = variants()
+    assert found["faithful"] == {} and found["preset"] == PRESET
+    for option, keys in OPTIONS.items():
+        assert set(found[f"+{option}"]) == set(keys)
+        without = found[f"preset -{option}"]
+        assert {k for k in PRESET if without[k] != PRESET[k]} <= set(keys)
+        assert without != PRESET
+    assert len({run_name(v, 200) for v in found}) == len(found)
+
+
+def test_the_table_fills_the_preset_row_from_a_preset_run_and_leaves_the_rest_missing(tmp_path):
+    rows = [
+        row("p", n_edits=200, overrides="+preset=elder_plus", reliability=0.9, retention=0.5),
+        row("f", n_edits=200, reliability=0.1, retention=0.5),
+    ]
+    table = ablation_table(write_runs(tmp_path, rows))
+    assert cell(table, "", "preset", 1) == Num(90.0)
+    assert cell(table, "", "faithful", 1) == Num(10.0)
+    assert cell(table, "", "preset -rehearse", 1) == MISSING
