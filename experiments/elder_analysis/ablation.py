@@ -15,17 +15,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from experiments.checkpoint import latest
-from experiments.configs import CONF
+from experiments.tables.names import ELDER_PLUS
 
-PRESET = {
-    f"method.{k}": str(v)
-    for k, v in OmegaConf.to_container(
-        OmegaConf.load(CONF / "preset" / "elder_plus.yaml").method, resolve=False
-    ).items()
-}
+PRESET = ELDER_PLUS  # the method keys of conf/preset/elder_plus.yaml
 FAITHFUL = {  # what the preset's options are off (ELDER's paper/reference defaults)
     "method.route": "router",
     "method.query": "fc_input",

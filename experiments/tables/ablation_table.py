@@ -40,7 +40,7 @@ def ablation_table(runs: Runs) -> Table:
             "*faithful*: ELDER at the paper's and the reference code's defaults. *+option*: that "
             "option alone on faithful ELDER; *preset −option*: `+preset=elder_plus` with that "
             "option back at faithful ELDER's value. Options: route = `route=memory` "
-            "(`radius` 0.03); query = the residual entering `memory_query_block` averaged over "
+            "(`radius` 0.024); query = the residual entering `memory_query_block` averaged over "
             "the prompt; N16k1 = 16 LoRAs per layer, one per input; lr = 1e-2; rehearse = 8 "
             "stored edits replayed per batch. *Deferred*: share of each kind of input that "
             "gets the unedited model (tasks: the retention tasks' inputs). A route=memory run "

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from omegaconf import OmegaConf
+
+from experiments.configs import CONF
+
 MODELS = ["smollm2_135m", "gpt2_xl", "llama2_7b"]
 PAPER_MODELS = ["gpt2_xl", "llama2_7b"]  # the models the ELDER paper reports
 DATASETS = ["zsre", "counterfact"]
@@ -29,11 +33,19 @@ ELDER_LEGACY = {
 }
 # The configuration that Tables 4-5 and Figs. 2-3 vary: every run of theirs predates #23.
 ELDER_STUDY_BASE = ELDER_LEGACY
+# ELDER+ (issue #24): the method keys `+preset=elder_plus` sets.
+ELDER_PLUS = {
+    f"method.{k}": str(v)
+    for k, v in OmegaConf.to_container(
+        OmegaConf.load(CONF / "preset" / "elder_plus.yaml").method, resolve=False
+    ).items()
+}
 # GRACE's prompt replacement before issue #26 (positions 0..p, not the reference's 0..p-1): the
 # value every GRACE run before it has.
 GRACE_LEGACY = {"method.replacement": "replace_prompt"}
 # The rows of the method tables (1, 2, 3, 7-10): (method, display name, overrides).
 METHOD_ROWS = [(m, m, {}) for m in METHODS] + [("elder", "elder_legacy", ELDER_LEGACY)]
+METHOD_ROWS.append(("elder", "elder_plus", ELDER_PLUS))  # issue #24: `+preset=elder_plus`
 METHOD_ROWS.insert(METHODS.index("grace") + 1, ("grace", "grace_legacy", GRACE_LEGACY))
 METHOD_ROWS += [(m, m, {}) for m in BEYOND]
 
@@ -58,6 +70,7 @@ METHOD_NAMES = {
     "lemoe": "LEMoE",
     "elder": "ELDER",
     "elder_legacy": "ELDER (pre-#23 defaults)",
+    "elder_plus": "ELDER+ (ours, +preset=elder_plus)",
     "grace_legacy": "GRACE (replace 0..p, pre-#26 default)",
     "wise": "WISE",
     "alphaedit": "AlphaEdit",
