@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 ROUTING_MODES = ("soft", "hard")
 AUX_LOSSES = ("guided", "none", "balance")
@@ -120,15 +120,24 @@ class ELDERConfig:
         return [self.layer_pattern.format(self.first_layer + i) for i in range(self.L)]
 
 
+# The options of issue #24, off: what every config written before them ran with.
+BEYOND_OFF = {
+    f.name: f.default
+    for f in fields(ELDERConfig)
+    if f.name in ("route", "radius", "query_pool", "rehearse", "stop_loss")
+}
+
+
 def upgrade(config: dict) -> dict:
     """An ELDER config as read from a run folder, in today's keys and with its old meaning.
 
+    Before issue #24 a config had none of :data:`BEYOND_OFF`'s keys and ran with them off.
     Before the reference's choices became options, a config had no ``optimizer`` key (nor
     ``query``, ``lora_init``, ``label``) and ran as :data:`LEGACY` says (``stream``: one Adam
     at a constant lr, ``lr_step`` unused); ``reset_optimizer: true`` meant a fresh Adam per
     batch without a schedule.
     """
-    config = dict(config)
+    config = {**BEYOND_OFF, **config}  # a config from before #24 ran with its options off
     if "optimizer" in config:
         return config  # written with today's keys
     if config.pop("reset_optimizer", False):

@@ -344,16 +344,9 @@ class ELDER(Editor):
         """Restore :meth:`state` into an editor built with the same structural config."""
         mine, theirs = asdict(self.config), upgrade(meta["config"])  # as written then
         structural = (
-            "layer_pattern",
-            "first_layer",
-            "query_block",
-            "query",
-            "L",
-            "N",
-            "k",
-            "r",
-            "route",
-        )
+            "layer_pattern", "first_layer", "query_block", "query", "query_pool", "L", "N", "k",
+            "r", "route",
+        )  # fmt: skip
         differ = [
             f"{k}={theirs.get(k)!r} (here {mine[k]!r})"
             for k in structural

@@ -152,3 +152,16 @@ def test_a_batch_stops_training_once_its_loss_is_below_stop_loss():
     stats = editor.edit(records)
     assert 0 < stats["iterations"] < 50
     assert stats["model_loss"] < 0.9 * start
+
+
+def test_a_state_saved_before_these_options_existed_loads_with_them_off():
+    records = _records(4)
+    editor = _elder(tiny("llama"), iterations=1)
+    editor.edit(records)
+    tensors, meta = editor.state()
+    for key in ("route", "radius", "query_pool", "rehearse", "stop_loss"):
+        del meta["config"][key]
+    again = _elder(tiny("llama"), iterations=1)
+    again.load_state(tensors, meta)
+    enc = _prompts(editor, records)
+    assert torch.equal(again.forward(enc).logits, editor.forward(enc).logits)

@@ -1,12 +1,13 @@
 """ELDER's options where the paper is silent: query, LoRA A init, optimizer, allocation label."""
 
 import math
+from dataclasses import asdict
 
 import pytest
 import torch
 
 from elder import ELDER
-from elder.config import LEGACY, upgrade
+from elder.config import LEGACY, ELDERConfig, upgrade
 from elder.editor import EditRecord
 from elder.encoding import encode
 from elder.models import get_module
@@ -133,12 +134,7 @@ def test_a_config_from_before_the_options_reads_with_the_values_it_ran_with():
 
 
 def test_a_config_with_todays_keys_is_not_changed():
-    today = {
-        "query": "fc_input",
-        "lora_init": "reference",
-        "optimizer": "per_batch",
-        "label": "fact",
-    }
+    today = asdict(ELDERConfig(layer_pattern="model.layers.{}.mlp.down_proj", first_layer=2))
     assert upgrade(today) == today
 
 
