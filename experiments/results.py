@@ -10,6 +10,7 @@ import os
 import platform
 import subprocess
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,38 @@ def write_text(path: Path, text: str) -> None:
     """Write a text file atomically (the old file or the new one)."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def write_report(
+    path: Path,
+    title: str,
+    command: str,
+    seconds: float,
+    notes: list[str],
+    header: list[str],
+    rows: list[list[Any]],
+) -> str:
+    """A probe's Markdown report: its command, date, machine and time, ``notes`` as bullets,
+    and one table (numbers to 3 decimals); written atomically to ``path`` and returned."""
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        f"# {title}",
+        "",
+        f"- command: `{command}`",
+        f"- date: {stamp}; machine: {machine()}; {seconds:.0f} s",
+        *(f"- {note}" for note in notes),
+        "",
+        "| " + " | ".join(header) + " |",
+        "|---|" + "---|" * (len(header) - 1),
+        *("| " + " | ".join(_cell(v) for v in row) + " |" for row in rows),
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text(path, "\n".join(lines) + "\n")
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -38,7 +37,7 @@ from elder.encoding import left_pad
 from elder.memory import pool
 from elder.models import LoadedModel, get_module
 from experiments.configs import compose
-from experiments.results import machine
+from experiments.results import write_report
 from experiments.retention.evaluator import RetentionEvaluator
 from experiments.runner import build
 from experiments.streams.files import read_json
@@ -167,28 +166,20 @@ def main() -> None:
         f"{args.n_edits} --blocks {args.blocks} --calibration {args.calibration} "
         f"--n-per-task {args.n_per_task}"
     )
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [
-        f"# Queries for ELDER's route=memory, {args.n_edits} {args.data} edits stored",
-        "",
-        f"- command: `{command}`",
-        f"- date: {stamp}; machine: {machine()}; model {info['model']}; "
-        f"{time.perf_counter() - t0:.0f} s",
-        f"- calibration: {info['calibration']} CounterFact train cases outside the stream; "
-        f"{info['held_out']} held-out zsRE records; {info['tasks']} retention-task inputs",
-        "",
-        "| " + " | ".join(keys) + " |",
-        "|---|" + "---|" * (len(keys) - 1),
-        *(
-            "| " + " | ".join(v if isinstance(v, str) else f"{v:.3f}" for v in r.values()) + " |"
-            for r in rows
-        ),
-    ]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    file = out / f"queries_{args.data}_{args.n_edits}.md"
-    file.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines) + f"\n\nwritten: {file}")
+    text = write_report(
+        Path(args.out) / f"queries_{args.data}_{args.n_edits}.md",
+        f"Queries for ELDER's route=memory, {args.n_edits} {args.data} edits stored",
+        command,
+        time.perf_counter() - t0,
+        [
+            f"model {info['model']}; calibration: {info['calibration']} CounterFact train "
+            f"cases outside the stream, {info['held_out']} held-out zsRE records; "
+            f"{info['tasks']} retention-task inputs"
+        ],
+        keys,
+        [list(r.values()) for r in rows],
+    )
+    print(text)
 
 
 if __name__ == "__main__":

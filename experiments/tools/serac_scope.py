@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
 from experiments.configs import compose
-from experiments.results import machine
+from experiments.results import write_report
 from experiments.runner import build
 
 
@@ -65,22 +64,16 @@ def main() -> None:
         [f"--data {args.data}", f"--n-edits {args.n_edits}", f"--layers {args.layers}"]
         + ([f"--overrides {' '.join(args.overrides)}"] if args.overrides else [])
     )
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [
-        f"# SERAC's scope classifier, {args.n_edits} {args.data} edits stored",
-        "",
-        f"- command: `{command}`",
-        f"- date: {stamp}; machine: {machine()}; {time.perf_counter() - t0:.0f} s",
-        "",
-        "| classifier_layer | " + " | ".join(keys) + " |",
-        "|---|" + "---|" * len(keys),
-        *(f"| {layer} | " + " | ".join(f"{r[k]:.3f}" for k in keys) + " |" for layer, r in rows),
-    ]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    file = out / f"scope_{args.data}_{args.n_edits}.md"
-    file.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines) + f"\n\nwritten: {file}")
+    text = write_report(
+        Path(args.out) / f"scope_{args.data}_{args.n_edits}.md",
+        f"SERAC's scope classifier, {args.n_edits} {args.data} edits stored",
+        command,
+        time.perf_counter() - t0,
+        [],
+        ["classifier_layer", *keys],
+        [[layer, *(r[k] for k in keys)] for layer, r in rows],
+    )
+    print(text)
 
 
 if __name__ == "__main__":

@@ -40,3 +40,15 @@ def test_outside_a_git_checkout_the_commit_is_the_one_its_sender_named(tmp_path,
     assert git_commit(tmp_path) == "unknown"
     monkeypatch.setenv("ELDER_GIT_COMMIT", "abc1234")
     assert git_commit(tmp_path) == "abc1234"
+
+
+def test_a_probe_report_names_its_command_and_machine_and_rounds_its_numbers(tmp_path):
+    from experiments.results import machine, write_report
+
+    file = tmp_path / "probe" / "report.md"
+    text = write_report(
+        file, "A probe", "python -m probe", 3.2, ["on 8 edits"], ["x", "y"], [["a", 0.12345]]
+    )
+    assert file.read_text() == text + "\n"
+    assert "`python -m probe`" in text and machine() in text and "- on 8 edits" in text
+    assert text.endswith("| x | y |\n|---|---|\n| a | 0.123 |")
