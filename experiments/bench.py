@@ -35,6 +35,7 @@ from experiments.runner import seed_everything
 VARIANTS = {
     "elder_plain": ["method=elder", "method.fast_path=false"],
     "elder": ["method=elder"],
+    "elder_plus": ["+preset=elder_plus"],  # ELDER+ (issue #24), beside faithful ELDER
     "grace_one_by_one": ["method=grace", "method.batched=false"],
     "grace": ["method=grace"],
     "rome_plain": ["method=rome", "method.fast_path=false"],
@@ -69,7 +70,7 @@ def time_stream(editor, batches) -> float:
 
 
 ALL = (
-    "elder_plain,elder,grace_one_by_one,grace,serac,defer,melo,lemoe,lora,ft_l,rome,wilke,"
+    "elder_plain,elder,elder_plus,grace_one_by_one,grace,serac,defer,melo,lemoe,lora,ft_l,rome,wilke,"
     "t_patcher,alphaedit,wise"
 )
 

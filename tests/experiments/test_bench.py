@@ -8,10 +8,10 @@ from experiments import bench, bench_retention
 
 def test_bench_reports_each_method_and_the_elder_path_check(tmp_path, monkeypatch):
     argv = ["bench", "--model", "tiny_llama", "--n-edits", "4", "--out", str(tmp_path)]
-    monkeypatch.setattr(sys, "argv", [*argv, "--methods", "elder_plain,elder,ft_l"])
+    monkeypatch.setattr(sys, "argv", [*argv, "--methods", "elder_plain,elder,elder_plus,ft_l"])
     bench.main()
     report = (tmp_path / "tiny_llama_4.md").read_text()
-    for name in ["elder_plain", "elder", "ft_l"]:
+    for name in ["elder_plain", "elder", "elder_plus", "ft_l"]:
         assert f"| {name} | " in report
     assert "ELDER fast path speed-up" in report
 
