@@ -42,13 +42,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from baselines._common import block_of, ffn_activation, mean_stats
-from baselines.locate import generate_prefixes
 from baselines.one_layer import fc_layer, weight_out_in
 from baselines.outside import outside_cases
 from elder import trunk
 from elder.editor import Editor, EditRecord
 from elder.encoding import encode
 from elder.models import LoadedModel, set_module
+from elder.prefixes import generate_prefixes
 
 SEED_WORDS = ("I", "You", "Because", "Yes", "Q: ")  # the reference's context seeds
 

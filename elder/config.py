@@ -63,6 +63,9 @@ class ELDERConfig:
     query_pool: str = "last"  # the query: "last" prompt token (the paper) or "mean" of the prompt
     rehearse: int = 0  # stored edits (texts kept) replayed in every later batch
     stop_loss: float = 0.0  # end a batch's iterations once its model loss is below; 0 = never
+    # Each new edit also trains after this many short texts the unedited model samples once per
+    # stream (ROME's 10-token contexts): "<text>. <prompt>" -> target, same allocation.
+    prefixes: int = 0
 
     def __post_init__(self) -> None:
         if self.query_block is None:
@@ -104,6 +107,7 @@ class ELDERConfig:
             ),
             (self.rehearse >= 0, f"rehearse must be >= 0, got {self.rehearse}"),
             (self.stop_loss >= 0, f"stop_loss must be >= 0, got {self.stop_loss}"),
+            (self.prefixes >= 0, f"prefixes must be >= 0, got {self.prefixes}"),
             ("{}" in self.layer_pattern, f"layer_pattern needs a '{{}}': {self.layer_pattern!r}"),
         ]
         for ok, message in checks:
@@ -124,7 +128,7 @@ class ELDERConfig:
 BEYOND_OFF = {
     f.name: f.default
     for f in fields(ELDERConfig)
-    if f.name in ("route", "radius", "query_pool", "rehearse", "stop_loss")
+    if f.name in ("route", "radius", "query_pool", "rehearse", "stop_loss", "prefixes")
 }
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import torch
@@ -26,6 +26,7 @@ from elder.editor import Editor, EditRecord, Encoded
 from elder.memory import QueryMemory, Rehearsal, pool
 from elder.models import LoadedModel, get_module, set_module
 from elder.molora import MoLoRALayer, io_features
+from elder.prefixes import generate_prefixes
 
 
 def guided_loss(scores: torch.Tensor, preset: torch.Tensor) -> torch.Tensor:
@@ -64,6 +65,7 @@ class ELDER(Editor):
         self.codes = torch.empty(0, (cfg.L * cfg.N + 7) // 8, dtype=torch.uint8)  # packed
         self.memory = QueryMemory() if cfg.route == "memory" else None
         self.rehearsal = Rehearsal(seed=cfg.allocation_seed) if cfg.rehearse else None
+        self.context_prefixes: list[str] | None = None  # sampled at the first edit (prefixes)
         self.optimizer = self._new_optimizer()
 
     @classmethod
@@ -245,7 +247,7 @@ class ELDER(Editor):
     def edit(self, batch: list[EditRecord]) -> dict[str, float]:
         cfg = self.config
         replay = self.rehearsal.sample(cfg.rehearse) if self.rehearsal else []
-        rows = batch + replay  # the new edits first, then the rehearsed ones
+        rows = batch + self._in_contexts(batch) + replay  # the new edits first
         enc = self.encode(rows)
         preset = self.allocations.batch([self.label_of(r) for r in rows]).to(self.model.device)
         train_preset = preset if cfg.routing == "hard" or cfg.route == "memory" else None
@@ -289,6 +291,22 @@ class ELDER(Editor):
         if self.memory or self.rehearsal:
             stats |= {"rehearsed": len(replay), "memory_mb": self.memory_bytes() / 2**20}
         return stats
+
+    def _in_contexts(self, batch: list[EditRecord]) -> list[EditRecord]:
+        """Each edit after each context prefix (``prefixes``), sampled once from the unedited
+        model: before the first edit every LoRA B is zero, so the model is the base model."""
+        if not self.config.prefixes:
+            return []
+        if self.context_prefixes is None:
+            lengths = [[10, self.config.prefixes]]
+            self.context_prefixes = generate_prefixes(
+                self.model, lengths, self.config.allocation_seed
+            )
+        return [
+            replace(r, prompt=f"{prefix}. {r.prompt}")
+            for r in batch
+            for prefix in self.context_prefixes
+        ]
 
     def _store(self, batch: list[EditRecord], query: torch.Tensor, preset: torch.Tensor) -> None:
         """Keep what deferral and the options of issue #24 look up: the allocation codes (of
@@ -335,6 +353,8 @@ class ELDER(Editor):
         }
         if self.memory is not None:
             tensors.update({f"memory.{k}": v for k, v in self.memory.state().items()})
+        if self.context_prefixes is not None:
+            meta["context_prefixes"] = self.context_prefixes
         if self.rehearsal is not None:
             rehearsal, meta["rehearsal"] = self.rehearsal.state()
             tensors.update({f"rehearsal.{k}": v for k, v in rehearsal.items()})
@@ -366,6 +386,7 @@ class ELDER(Editor):
         self.allocations.load_state(saved.part(tensors, "allocation"), meta["allocation"])
         if self.memory is not None:
             self.memory.load_state(saved.part(tensors, "memory"))
+        self.context_prefixes = meta.get("context_prefixes")
         if self.rehearsal is not None:
             self.rehearsal.load_state(saved.part(tensors, "rehearsal"), meta.get("rehearsal", []))
         self.optimizer = self._new_optimizer()

@@ -138,6 +138,8 @@ def test_a_saved_memory_editor_resumes_to_the_same_next_edit():
         ({"query_pool": "max"}, "query_pool must be"),
         ({"radius": 3.0}, "radius must be in"),
         ({"rehearse": -1}, "rehearse must be"),
+        ({"prefixes": -2}, "prefixes must be"),
+        ({"stop_loss": -1.0}, "stop_loss must be"),
     ],
 )
 def test_impossible_memory_options_are_refused(bad, message):
@@ -165,3 +167,16 @@ def test_a_state_saved_before_these_options_existed_loads_with_them_off():
     again.load_state(tensors, meta)
     enc = _prompts(editor, records)
     assert torch.equal(again.forward(enc).logits, editor.forward(enc).logits)
+
+
+def test_each_edit_also_trains_after_context_prefixes_sampled_once_per_stream():
+    editor = _elder(tiny("llama"), iterations=1, prefixes=2)
+    records = _records(8)
+    seen = _trained_rows(editor, records)
+    prefixes = editor.context_prefixes
+    assert len(prefixes) == 2 and all(p.strip() for p in prefixes)
+    for batch, rows in zip((records[:4], records[4:]), seen, strict=True):
+        assert rows == [r.prompt for r in batch] + [
+            f"{p}. {r.prompt}" for r in batch for p in prefixes
+        ]  # the same two prefixes for both batches
+    assert editor.state()[1]["context_prefixes"] == prefixes
