@@ -38,6 +38,12 @@ OPTIONS = {  # option -> the preset keys that make it
 }
 
 
+CANDIDATES = {  # options not (yet) in the preset, tried on top of it
+    "prefixes": {"method.prefixes": "2"},
+    "stop_loss": {"method.stop_loss": "0.01"},
+}
+
+
 def variants() -> dict[str, dict[str, str]]:
     """Variant name -> its method overrides (on ``method=elder``)."""
     out: dict[str, dict[str, str]] = {"faithful": {}}
@@ -46,6 +52,8 @@ def variants() -> dict[str, dict[str, str]]:
     out["preset"] = dict(PRESET)
     for option, keys in OPTIONS.items():
         out[f"preset -{option}"] = {**PRESET, **{k: FAITHFUL[k] for k in keys if k in FAITHFUL}}
+    for option, value in CANDIDATES.items():
+        out[f"preset +{option}"] = {**PRESET, **value}
     return out
 
 

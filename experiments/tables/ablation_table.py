@@ -39,7 +39,9 @@ def ablation_table(runs: Runs) -> Table:
         notes=[
             "*faithful*: ELDER at the paper's and the reference code's defaults. *+option*: that "
             "option alone on faithful ELDER; *preset −option*: `+preset=elder_plus` with that "
-            "option back at faithful ELDER's value. Options: route = `route=memory` "
+            "option back at faithful ELDER's value; *preset +option*: an option not in the "
+            "preset, added to it (prefixes = 2 context prefixes per edit, stop_loss = 0.01). "
+            "Options: route = `route=memory` "
             "(`radius` 0.024); query = the residual entering `memory_query_block` averaged over "
             "the prompt; N16k1 = 16 LoRAs per layer, one per input; lr = 1e-2; rehearse = 8 "
             "stored edits replayed per batch. *Deferred*: share of each kind of input that "
