@@ -12,6 +12,7 @@ OPTIMIZERS = ("per_batch", "stream")
 LABELS = ("fact", "target")
 ROUTES = ("router", "memory")
 POOLS = ("last", "mean")
+PROTECTS = ("none", "null_space")
 
 # What a config written before these options existed ran with. A run folder's config.yaml
 # from then lacks the keys; reading it through :func:`upgrade` keeps its meaning.
@@ -66,6 +67,12 @@ class ELDERConfig:
     # Each new edit also trains after this many short texts the unedited model samples once per
     # stream (ROME's 10-token contexts): "<text>. <prompt>" -> target, same allocation.
     prefixes: int = 0
+    # "null_space" (route=memory only): LoRA B frozen at random, A from zero, and every update of
+    # a LoRA's A projected off the FC inputs of the edits stored on it (elder.protect), so a
+    # stored edit's teacher-forced output does not move. ``protect_tol``: input directions below
+    # this fraction of a batch's largest singular value are left free.
+    protect: str = "none"
+    protect_tol: float = 1e-2
 
     def __post_init__(self) -> None:
         if self.query_block is None:
@@ -108,6 +115,16 @@ class ELDERConfig:
             (self.rehearse >= 0, f"rehearse must be >= 0, got {self.rehearse}"),
             (self.stop_loss >= 0, f"stop_loss must be >= 0, got {self.stop_loss}"),
             (self.prefixes >= 0, f"prefixes must be >= 0, got {self.prefixes}"),
+            (
+                self.protect in PROTECTS,
+                f"protect must be one of {PROTECTS}, got {self.protect!r}",
+            ),
+            (
+                self.protect == "none" or self.route == "memory",
+                f"protect={self.protect} needs route=memory: with routers a stored edit's "
+                "allocation drifts, and no LoRA's inputs can be protected",
+            ),
+            (0 < self.protect_tol < 1, f"protect_tol must be in (0, 1), got {self.protect_tol}"),
             ("{}" in self.layer_pattern, f"layer_pattern needs a '{{}}': {self.layer_pattern!r}"),
         ]
         for ok, message in checks:
@@ -125,11 +142,8 @@ class ELDERConfig:
 
 
 # The options of issue #24, off: what every config written before them ran with.
-BEYOND_OFF = {
-    f.name: f.default
-    for f in fields(ELDERConfig)
-    if f.name in ("route", "radius", "query_pool", "rehearse", "stop_loss", "prefixes")
-}
+BEYOND = ("route", "radius", "query_pool", "rehearse", "stop_loss", "prefixes", "protect")
+BEYOND_OFF = {f.name: f.default for f in fields(ELDERConfig) if f.name.startswith(BEYOND)}
 
 
 def upgrade(config: dict) -> dict:

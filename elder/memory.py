@@ -39,6 +39,7 @@ def pool(
     tail = real & (positions > first[:, None])
     tail[rows, first] |= ~tail.any(1)  # a one-token prompt keeps its token
     weights = tail.to(h.dtype) / tail.sum(1, keepdim=True).to(h.dtype)  # (B, T)
+    h = torch.where(tail[..., None], h, 0)  # padding (even NaN) cannot leak into the mean
     return torch.einsum("bt,btd->bd", weights, h)
 
 

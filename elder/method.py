@@ -6,7 +6,7 @@ of the FC layer in ``query_block``, as the reference code routes, or the hidden 
 entering that block), the guided loss towards pre-assigned allocations, and Algorithm 1's
 deferral on the Hamming distance between allocation codes. Options beyond the paper (issue
 #24, off by default) route by the nearest stored query and rehearse stored edits
-(``elder.memory``).
+(``elder.memory``), and protect what an edit trained (``elder.protect``).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from elder.memory import QueryMemory, Rehearsal, pool
 from elder.models import LoadedModel, get_module, set_module
 from elder.molora import MoLoRALayer, io_features
 from elder.prefixes import generate_prefixes
+from elder.protect import NullSpace
 
 
 def guided_loss(scores: torch.Tensor, preset: torch.Tensor) -> torch.Tensor:
@@ -58,9 +59,16 @@ class ELDER(Editor):
         self.layers: list[MoLoRALayer] = []
         for name in cfg.target_modules:
             base = get_module(model.hf, name)
-            layer = MoLoRALayer(base, query_dim, cfg.N, cfg.r, cfg.alpha, cfg.lora_init)
+            layer = MoLoRALayer(
+                base, query_dim, cfg.N, cfg.r, cfg.alpha, cfg.lora_init, cfg.protect != "none"
+            )
             set_module(model.hf, name, layer)
             self.layers.append(layer)
+        self.null_space = (
+            NullSpace(cfg.L, cfg.N, self.layers[0].lora_A.shape[-1], cfg.protect_tol)
+            if cfg.protect == "null_space"
+            else None
+        )
         self.allocations = AllocationTable(cfg.L, cfg.N, cfg.k, seed=cfg.allocation_seed)
         self.codes = torch.empty(0, (cfg.L * cfg.N + 7) // 8, dtype=torch.uint8)  # packed
         self.memory = QueryMemory() if cfg.route == "memory" else None
@@ -77,22 +85,29 @@ class ELDER(Editor):
         return record.fact_label if self.config.label == "fact" else record.label
 
     def parameters(self) -> list[torch.nn.Parameter]:
-        """What edit() trains: LoRAs and routers (``route=memory``: the LoRAs alone)."""
+        """What edit() trains: LoRAs and routers (``route=memory``: the LoRAs alone;
+        ``protect``: their A alone)."""
         routers = self.config.route == "router"
+        protect = self.config.protect != "none"
         return [
             p
             for layer in self.layers
-            for p in ((layer.router.weight,) if routers else ()) + (layer.lora_A, layer.lora_B)
+            for p in ((layer.router.weight,) if routers else ())
+            + (layer.lora_A,)
+            + (() if protect else (layer.lora_B,))
         ]
 
     def memory_bytes(self) -> int:
         """What the options of issue #24 store beside the parameters; grows with the stream."""
-        return (self.memory.nbytes() if self.memory else 0) + (
-            self.rehearsal.nbytes() if self.rehearsal else 0
-        )
+        parts = (self.memory, self.rehearsal, self.null_space)
+        return sum(part.nbytes() for part in parts if part is not None)
 
     def extra_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+        """The parameters the edited model adds: what edit() trains, and the frozen B of
+        ``protect``, which every edited output goes through. With ``route=memory`` the routers
+        are still built (one state layout for every config) but never used: not counted."""
+        frozen = [layer.lora_B for layer in self.layers] if self.config.protect != "none" else []
+        return sum(p.numel() for p in self.parameters() + frozen)
 
     def _new_optimizer(self) -> torch.optim.Optimizer:
         params = self.parameters()
@@ -167,11 +182,14 @@ class ELDER(Editor):
         cfg = self.config
         if preset is None and not len(self.memory):  # nothing stored: every row is the base's
             return query.new_zeros(query.shape[0], dtype=torch.bool) if defer else None
-        distance, index = self.memory.nearest(query)
-        if preset is None:
-            preset = self.memory.allocations[index].to(query.device)  # (B, L, k)
+        active = None
+        if preset is None or defer:  # training (a preset, no deferral) needs no look-up
+            distance, index = self.memory.nearest(query)
+            if preset is None:
+                preset = self.memory.allocations[index].to(query.device)  # (B, L, k)
+            if defer:
+                active = (distance <= cfg.radius).to(query.device)
         gates = self._preset_gates(preset, query)
-        active = (distance <= cfg.radius).to(query.device) if defer else None
         for i, layer in enumerate(self.layers):
             layer.gates, layer.active = gates[:, i], active
         return active
@@ -279,18 +297,53 @@ class ELDER(Editor):
                 break  # the batch is fitted: no step moves the shared LoRAs further
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            self.optimizer.step()
+            if self.null_space is None:
+                self.optimizer.step()
+            else:
+                before = [layer.lora_A.detach().clone() for layer in self.layers]
+                self.optimizer.step()
+                for i, layer in enumerate(self.layers):
+                    self.null_space.project(i, layer.lora_A, before[i])
             if scheduler is not None:
                 scheduler.step()
             steps += 1
         new = slice(0, len(batch))
         self._store(batch, query[new], preset[new])
+        if self.null_space is not None:
+            self._protect(batch, preset[new])
         stats = {"loss": loss.item(), "model_loss": model_loss.item(), "aux_loss": aux.item()}
         if cfg.stop_loss:
             stats["iterations"] = steps
         if self.memory or self.rehearsal:
             stats |= {"rehearsed": len(replay), "memory_mb": self.memory_bytes() / 2**20}
+        if self.null_space is not None:
+            stats["protected_dims"] = self.null_space.ranks().float().mean().item()
         return stats
+
+    @torch.no_grad()
+    def _protect(self, batch: list[EditRecord], preset: torch.Tensor) -> None:
+        """Add the FC inputs of the batch's edits (every real token, under their allocations
+        (B, L, k), with the LoRAs as trained) to the null-space basis of each allocated LoRA."""
+        enc = self.encode(batch)
+        packed = trunk.pack(trunk.block_input(self.model, self.config.first_layer, enc), enc)
+        gates = self._preset_gates(preset, packed.hidden)  # (B, L, N)
+        inputs: list[torch.Tensor] = []
+        hooks = [
+            layer.register_forward_pre_hook(lambda _, args: inputs.append(args[0][0]))
+            for layer in self.layers
+        ]
+        try:
+            for i, layer in enumerate(self.layers):
+                layer.gates = gates[:, i][packed.sequence][None]  # (1, n, N)
+            trunk.packed_target_logits_from(self.model, self.config.first_layer, packed)
+        finally:
+            for hook in hooks:
+                hook.remove()
+            self._clear()
+        for i, v in enumerate(inputs):  # v (n, in): layer i's FC input at every real token
+            on = preset[:, i][packed.sequence]  # (n, k): the LoRAs each token's edit uses
+            for e in on.unique().tolist():
+                self.null_space.add(i, e, v[(on == e).any(-1)])
 
     def _in_contexts(self, batch: list[EditRecord]) -> list[EditRecord]:
         """Each edit after each context prefix (``prefixes``), sampled once from the unedited
@@ -302,8 +355,8 @@ class ELDER(Editor):
             self.context_prefixes = generate_prefixes(
                 self.model, lengths, self.config.allocation_seed
             )
-        return [
-            replace(r, prompt=f"{prefix}. {r.prompt}")
+        return [  # keeps the edit's fact, so the prefixed rows share its allocation
+            replace(r, prompt=f"{prefix}. {r.prompt}", fact=r.fact_label)
             for r in batch
             for prefix in self.context_prefixes
         ]
@@ -353,6 +406,8 @@ class ELDER(Editor):
         }
         if self.memory is not None:
             tensors.update({f"memory.{k}": v for k, v in self.memory.state().items()})
+        if self.null_space is not None:
+            tensors.update({f"null_space.{k}": v for k, v in self.null_space.state().items()})
         if self.context_prefixes is not None:
             meta["context_prefixes"] = self.context_prefixes
         if self.rehearsal is not None:
@@ -365,13 +420,15 @@ class ELDER(Editor):
         mine, theirs = asdict(self.config), upgrade(meta["config"])  # as written then
         structural = (
             "layer_pattern", "first_layer", "query_block", "query", "query_pool", "L", "N", "k",
-            "r", "route",
+            "r", "route", "protect",
         )  # fmt: skip
         differ = [
             f"{k}={theirs.get(k)!r} (here {mine[k]!r})"
             for k in structural
             if theirs.get(k) != mine[k]
         ]
+        if (theirs.get("rehearse", 0) > 0) != (mine["rehearse"] > 0):  # stored texts or none
+            differ.append(f"rehearse={theirs.get('rehearse', 0)} (here {mine['rehearse']})")
         if differ:
             raise ValueError(f"ELDER: the saved state was made with {', '.join(differ)}")
         with torch.no_grad():
@@ -386,6 +443,8 @@ class ELDER(Editor):
         self.allocations.load_state(saved.part(tensors, "allocation"), meta["allocation"])
         if self.memory is not None:
             self.memory.load_state(saved.part(tensors, "memory"))
+        if self.null_space is not None:
+            self.null_space.load_state(saved.part(tensors, "null_space"))
         self.context_prefixes = meta.get("context_prefixes")
         if self.rehearsal is not None:
             self.rehearsal.load_state(saved.part(tensors, "rehearsal"), meta.get("rehearsal", []))

@@ -38,6 +38,7 @@ class MoLoRALayer(nn.Module):
         r: int,
         alpha: float,
         lora_init: str = "reference",
+        frozen_B: bool = False,
     ) -> None:
         super().__init__()
         self.base_layer = base_layer
@@ -58,6 +59,10 @@ class MoLoRALayer(nn.Module):
         bound = 1 / math.sqrt(r if lora_init == "reference" else in_f)
         for a in self.lora_A:
             nn.init.uniform_(a, -bound, bound)
+        if frozen_B:  # elder.protect: B drawn from A's law and frozen, A from zero (ΔW = 0)
+            nn.init.uniform_(self.lora_B, -bound, bound)
+            nn.init.zeros_(self.lora_A)
+            self.lora_B.requires_grad_(False)
         # Set per forward by the editor: gates (B, N) with zeros off the top-k, and the rows
         # whose MoLoRA is on. None means "off": the layer is then its base layer.
         self.gates: torch.Tensor | None = None

@@ -15,7 +15,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from experiments.checkpoint import latest
 from experiments.tables.names import ELDER_PLUS
 
 PRESET = ELDER_PLUS  # the method keys of conf/preset/elder_plus.yaml
@@ -77,6 +76,17 @@ def command(variant: str, n_edits: int, n_per_task: int, results: str) -> list[s
     ]
 
 
+def run_argv(variant: str, n_edits: int, n_per_task: int, results: str) -> list[str] | None:
+    """run.py's arguments for the variant: None once it has finished; ``resume=`` once its
+    folder exists (killed before its first checkpoint or after it); else a fresh run."""
+    folder = Path(results) / "runs" / run_name(variant, n_edits)
+    if (folder / "metrics.json").is_file():
+        return None
+    if (folder / "config.yaml").is_file():
+        return [f"resume={folder}"]
+    return command(variant, n_edits, n_per_task, results)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n-edits", type=int, default=200)
@@ -89,14 +99,10 @@ def main() -> None:
     if unknown:
         sys.exit(f"error: unknown variants {unknown}; known: {list(variants())}")
     for variant in names:
-        folder = Path(args.results) / "runs" / run_name(variant, args.n_edits)
-        if (folder / "metrics.json").is_file():
-            print(f"{variant}: done ({folder})", flush=True)
+        argv = run_argv(variant, args.n_edits, args.n_per_task, args.results)
+        if argv is None:
+            print(f"{variant}: done", flush=True)
             continue
-        if folder.is_dir() and latest(folder) is not None:
-            argv = [f"resume={folder}"]
-        else:
-            argv = command(variant, args.n_edits, args.n_per_task, args.results)
         print(f"{variant}: python run.py {' '.join(argv)}", flush=True)
         subprocess.run([sys.executable, "run.py", *argv], check=True)
 

@@ -31,6 +31,15 @@ from experiments.runner import build
 OUT = Path("results/figures/fig4_codes.json")
 
 
+def require_routers(editor: ELDER) -> None:
+    """Refuse an editor with ``route=memory``: the routing tools read routers it never uses."""
+    if editor.config.route == "memory":
+        raise ValueError(
+            "this run has method.route=memory: it has no routers to report on; its edits route "
+            "by the nearest stored query (the run's deferred_* columns say where it defers)"
+        )
+
+
 @torch.no_grad()
 def router_scores(editor: ELDER, text: str) -> torch.Tensor:
     """Router scores (1, L, N) of one input; nothing above the query module is run."""
@@ -59,6 +68,7 @@ def codes(run_dir: Path, n_groups: int = 5, n_task: int = 20, seed: int = 0) -> 
     editor = load(run_dir)
     if not isinstance(editor, ELDER):
         raise ValueError(f"{run_dir} is a {editor.name} run; allocation codes are ELDER's")
+    require_routers(editor)
     cfg = run_config(run_dir)
     stream: EditStream = build(cfg.data)
     chosen = random.Random(seed).sample(range(len(stream.records)), n_groups)

@@ -62,7 +62,13 @@ def queries(
             ids, mask = left_pad([tok(t).input_ids for t in texts[i : i + batch]], tok.pad_token_id)
             ids, mask = ids.to(model.device), mask.to(model.device)
             last = torch.full((ids.shape[0],), ids.shape[1] - 1, device=ids.device)
-            hidden = model.hf(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+            positions = (mask.cumsum(1) - 1).clamp_min(0)  # left padding: count from each text
+            hidden = model.hf(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                output_hidden_states=True,
+            )
             found = {"paper (fc input, last)": pool(fc["v"], mask, last, "last")}
             for b in blocks:  # hidden_states[b]: the residual stream entering block b
                 for how in ("last", "mean"):

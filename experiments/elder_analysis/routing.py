@@ -35,7 +35,7 @@ from elder.editor import EditRecord
 from elder.method import guided_loss
 from elder.saved import SAVED_DIR, editor_class, run_config
 from experiments.checkpoint import latest
-from experiments.elder_analysis.allocation_codes import router_scores
+from experiments.elder_analysis.allocation_codes import require_routers, router_scores
 from experiments.results import write_json
 from experiments.runner import build
 
@@ -64,12 +64,8 @@ def load_editor(run_dir: Path, checkpoint: bool) -> tuple[ELDER, str]:
 
 def report(editor: ELDER, records: list[EditRecord]) -> dict[str, Any]:
     """Routing of the first ``len(editor.codes)`` records of the stream (see the module doc)."""
+    require_routers(editor)
     cfg = editor.config
-    if cfg.route == "memory":
-        raise ValueError(
-            "this run has method.route=memory: it has no routers to report on; its edits route "
-            "by the nearest stored query (the run's deferred_* columns say where it defers)"
-        )
     n = min(len(records), len(editor.codes))
     if n == 0:
         raise ValueError("the editor has no stored codes: it has edited nothing")

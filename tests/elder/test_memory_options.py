@@ -180,3 +180,29 @@ def test_each_edit_also_trains_after_context_prefixes_sampled_once_per_stream():
             f"{p}. {r.prompt}" for r in batch for p in prefixes
         ]  # the same two prefixes for both batches
     assert editor.state()[1]["context_prefixes"] == prefixes
+
+
+def test_a_prefixed_row_keeps_its_edits_allocation_label_even_without_a_fact():
+    from dataclasses import replace
+
+    editor = _elder(tiny("llama"), iterations=1, prefixes=2)
+    batch = [replace(r, fact="") for r in _records(2)]
+    editor.edit(batch)
+    rows = editor._in_contexts(batch)
+    assert [editor.label_of(r) for r in rows] == [editor.label_of(r) for r in batch for _ in "ab"]
+
+
+def test_a_state_saved_with_stored_texts_refuses_an_editor_without_them():
+    editor = _elder(tiny("llama"), **MEMORY, rehearse=2)
+    editor.edit(_records(4))
+    tensors, meta = editor.state()
+    with pytest.raises(ValueError, match="rehearse=2 \\(here 0\\)"):
+        _elder(tiny("llama"), **MEMORY).load_state(tensors, meta)
+
+
+def test_padding_cannot_leak_into_the_mean_query():
+    h = torch.randn(1, 4, 3)
+    h[0, 3] = float("nan")  # a padded position
+    mask = torch.tensor([[1, 1, 1, 0]])
+    got = pool(h, mask, torch.tensor([2]), "mean")
+    torch.testing.assert_close(got, h[0, 1:3].mean(0, keepdim=True))

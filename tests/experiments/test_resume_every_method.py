@@ -33,6 +33,7 @@ CASES = {
         "method.query_pool=mean",
         "method.rehearse=2",
         "method.prefixes=1",
+        "method.protect=null_space",
     ],  # fmt: skip
     "defer": ["method.iterations=3"],
     "serac": ["method.classifier_steps=3", "method.counterfactual_steps=2", "method.train_size=4"],

@@ -1,6 +1,6 @@
 """The ELDER+ ablation: its variants follow the preset, and its table picks each variant's run."""
 
-from experiments.elder_analysis.ablation import OPTIONS, PRESET, run_name, variants
+from experiments.elder_analysis.ablation import OPTIONS, PRESET, run_argv, run_name, variants
 from experiments.tables.ablation_table import ablation_table
 from experiments.tables.render import MISSING, Num
 from tests.experiments.test_tables import cell, row, write_runs
@@ -26,3 +26,14 @@ def test_the_table_fills_the_preset_row_from_a_preset_run_and_leaves_the_rest_mi
     assert cell(table, "", "preset", 1) == Num(90.0)
     assert cell(table, "", "faithful", 1) == Num(10.0)
     assert cell(table, "", "preset -rehearse", 1) == MISSING
+
+
+def test_a_variant_runs_fresh_then_resumes_once_its_folder_exists_then_is_skipped(tmp_path):
+    folder = tmp_path / "runs" / run_name("preset", 200)
+    fresh = run_argv("preset", 200, 20, str(tmp_path))
+    assert f"run_name={folder.name}" in fresh
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text("{}")  # killed before its first checkpoint
+    assert run_argv("preset", 200, 20, str(tmp_path)) == [f"resume={folder}"]
+    (folder / "metrics.json").write_text("{}")
+    assert run_argv("preset", 200, 20, str(tmp_path)) is None

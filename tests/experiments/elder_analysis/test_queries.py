@@ -1,5 +1,6 @@
 """The query tool measures the queries ELDER's route=memory would store and look up."""
 
+import pytest
 import torch
 
 from elder.encoding import encode
@@ -8,14 +9,13 @@ from tests.conftest import tiny
 from tests.elder.test_elder import _elder
 
 
-def test_a_candidate_query_is_the_one_route_memory_computes():
-    model = tiny("llama")  # deterministic: every tiny("llama") has the same weights
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])  # gpt2: absolute positions, left padding
+def test_a_candidate_query_is_the_one_route_memory_computes(arch):
+    model = tiny(arch)  # deterministic: every tiny(arch) has the same weights
     texts = ["The capital of France is", "Rome is in the country of"]
-    found = queries(model, texts, [1], "model.layers.1.mlp.down_proj")
+    found = queries(model, texts, [1], model.layers["elder"]["pattern"].format(1))
     for how in ("last", "mean"):
-        editor = _elder(
-            tiny("llama"), route="memory", query="residual", query_block=1, query_pool=how
-        )
+        editor = _elder(tiny(arch), route="memory", query="residual", query_block=1, query_pool=how)
         alone = editor.query(encode(model.tokenizer, texts, ["Paris", "Italy"]))
         torch.testing.assert_close(found[f"block 1, {how}"], alone, rtol=1e-4, atol=1e-5)
 
