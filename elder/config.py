@@ -142,8 +142,10 @@ class ELDERConfig:
 
 
 # The options of issue #24, off: what every config written before them ran with.
-BEYOND = ("route", "radius", "query_pool", "rehearse", "stop_loss", "prefixes", "protect")
-BEYOND_OFF = {f.name: f.default for f in fields(ELDERConfig) if f.name.startswith(BEYOND)}
+BEYOND = (
+    "route", "radius", "query_pool", "rehearse", "stop_loss", "prefixes", "protect", "protect_tol",
+)  # fmt: skip
+BEYOND_OFF = {f.name: f.default for f in fields(ELDERConfig) if f.name in BEYOND}
 
 
 def upgrade(config: dict) -> dict:

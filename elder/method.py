@@ -60,15 +60,17 @@ class ELDER(Editor):
         for name in cfg.target_modules:
             base = get_module(model.hf, name)
             layer = MoLoRALayer(
-                base, query_dim, cfg.N, cfg.r, cfg.alpha, cfg.lora_init, cfg.protect != "none"
-            )
+                base, query_dim, cfg.N, cfg.r, cfg.alpha, cfg.lora_init,
+                frozen_B=cfg.protect == "null_space",
+            )  # fmt: skip
             set_module(model.hf, name, layer)
             self.layers.append(layer)
-        self.null_space = (
-            NullSpace(cfg.L, cfg.N, self.layers[0].lora_A.shape[-1], cfg.protect_tol)
-            if cfg.protect == "null_space"
-            else None
-        )
+        self.null_space = None
+        if cfg.protect == "null_space":
+            in_features = self.layers[0].lora_A.shape[-1]
+            self.null_space = NullSpace(
+                cfg.L, cfg.N, cfg.r, in_features, cfg.protect_tol, model.device
+            )
         self.allocations = AllocationTable(cfg.L, cfg.N, cfg.k, seed=cfg.allocation_seed)
         self.codes = torch.empty(0, (cfg.L * cfg.N + 7) // 8, dtype=torch.uint8)  # packed
         self.memory = QueryMemory() if cfg.route == "memory" else None
@@ -88,13 +90,13 @@ class ELDER(Editor):
         """What edit() trains: LoRAs and routers (``route=memory``: the LoRAs alone;
         ``protect``: their A alone)."""
         routers = self.config.route == "router"
-        protect = self.config.protect != "none"
+        frozen_B = self.null_space is not None
         return [
             p
             for layer in self.layers
             for p in ((layer.router.weight,) if routers else ())
             + (layer.lora_A,)
-            + (() if protect else (layer.lora_B,))
+            + (() if frozen_B else (layer.lora_B,))
         ]
 
     def memory_bytes(self) -> int:
@@ -106,7 +108,7 @@ class ELDER(Editor):
         """The parameters the edited model adds: what edit() trains, and the frozen B of
         ``protect``, which every edited output goes through. With ``route=memory`` the routers
         are still built (one state layout for every config) but never used: not counted."""
-        frozen = [layer.lora_B for layer in self.layers] if self.config.protect != "none" else []
+        frozen = [layer.lora_B for layer in self.layers] if self.null_space is not None else []
         return sum(p.numel() for p in self.parameters() + frozen)
 
     def _new_optimizer(self) -> torch.optim.Optimizer:
@@ -281,8 +283,7 @@ class ELDER(Editor):
             if cfg.fast_path:
                 try:
                     scores, _ = self._route(query, train_preset)
-                    for layer in self.layers:  # (B, N) -> (1, n, N): each token, its sequence's
-                        layer.gates = layer.gates[packed.sequence][None]
+                    self._spread(packed)
                     logits = trunk.packed_target_logits_from(self.model, cfg.first_layer, packed)
                 finally:
                     self._clear()
@@ -297,13 +298,10 @@ class ELDER(Editor):
                 break  # the batch is fitted: no step moves the shared LoRAs further
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if self.null_space is None:
-                self.optimizer.step()
-            else:
-                before = [layer.lora_A.detach().clone() for layer in self.layers]
-                self.optimizer.step()
+            self.optimizer.step()
+            if self.null_space is not None:
                 for i, layer in enumerate(self.layers):
-                    self.null_space.project(i, layer.lora_A, before[i])
+                    self.null_space.project(i, layer.lora_A)
             if scheduler is not None:
                 scheduler.step()
             steps += 1
@@ -317,37 +315,42 @@ class ELDER(Editor):
         if self.memory or self.rehearsal:
             stats |= {"rehearsed": len(replay), "memory_mb": self.memory_bytes() / 2**20}
         if self.null_space is not None:
-            stats["protected_dims"] = self.null_space.ranks().float().mean().item()
+            ranks = self.null_space.ranks()
+            stats["protected_dims"] = ranks.float().mean().item()
+            stats["free_dims_min"] = self.null_space.in_features - ranks.max().item()
         return stats
+
+    def _spread(self, packed: trunk.Packed) -> None:
+        """Give each packed token its sequence's gates: (B, N) -> (1, n, N) in every layer."""
+        for layer in self.layers:
+            layer.gates = layer.gates[packed.sequence][None]
 
     @torch.no_grad()
     def _protect(self, batch: list[EditRecord], preset: torch.Tensor) -> None:
-        """Add the FC inputs of the batch's edits (every real token, under their allocations
-        (B, L, k), with the LoRAs as trained) to the null-space basis of each allocated LoRA."""
+        """Add the FC inputs of the batch's edits, under their allocations preset (B, L, k)
+        and with the LoRAs as trained, to the basis of each allocated LoRA: every real token
+        but each sequence's last, whose state no target prediction reads."""
         enc = self.encode(batch)
         packed = trunk.pack(trunk.block_input(self.model, self.config.first_layer, enc), enc)
-        gates = self._preset_gates(preset, packed.hidden)  # (B, L, N)
-        inputs: list[torch.Tensor] = []
-        hooks = [
-            layer.register_forward_pre_hook(lambda _, args: inputs.append(args[0][0]))
-            for layer in self.layers
-        ]
         try:
-            for i, layer in enumerate(self.layers):
-                layer.gates = gates[:, i][packed.sequence][None]  # (1, n, N)
-            trunk.packed_target_logits_from(self.model, self.config.first_layer, packed)
+            self._route(self.query(enc), preset)
+            self._spread(packed)
+            inputs = trunk.packed_module_inputs(
+                self.model, self.config.first_layer, packed, self.layers
+            )  # per layer (n, in)
         finally:
-            for hook in hooks:
-                hook.remove()
             self._clear()
-        for i, v in enumerate(inputs):  # v (n, in): layer i's FC input at every real token
-            on = preset[:, i][packed.sequence]  # (n, k): the LoRAs each token's edit uses
+        seq = packed.sequence
+        read = torch.cat([seq[1:] == seq[:-1], seq.new_zeros(1, dtype=torch.bool)])  # (n,)
+        for i, (v, layer) in enumerate(zip(inputs, self.layers, strict=True)):
+            on = preset[:, i][seq]  # (n, k): the LoRAs each token's edit uses
             for e in on.unique().tolist():
-                self.null_space.add(i, e, v[(on == e).any(-1)])
+                rows = read & (on == e).any(-1)
+                self.null_space.add(i, e, v[rows], layer.lora_A[e])
 
     def _in_contexts(self, batch: list[EditRecord]) -> list[EditRecord]:
         """Each edit after each context prefix (``prefixes``), sampled once from the unedited
-        model: before the first edit every LoRA B is zero, so the model is the base model."""
+        model: before the first edit every LoRA's ΔW is zero, so the model is the base model."""
         if not self.config.prefixes:
             return []
         if self.context_prefixes is None:

@@ -53,7 +53,7 @@ class MoLoRALayer(nn.Module):
         )  # (N, r, in)
         self.lora_B = nn.Parameter(
             torch.zeros(num_experts, out_f, r, device=ref.device, dtype=ref.dtype)
-        )  # (N, out, r), zero: ΔW = 0
+        )  # (N, out, r), zero: ΔW = 0 (frozen_B: random, and A zero instead)
         # kaiming_uniform_(a=√5) draws U(±1/√fan_in). The reference stores A as (in, r), so its
         # fan_in is r: U(±1/√r). PEFT stores A as (r, in): U(±1/√in), 14x smaller at in=1536.
         bound = 1 / math.sqrt(r if lora_init == "reference" else in_f)

@@ -132,6 +132,30 @@ def packed_target_logits_from(model: LoadedModel, start: int, packed: Packed) ->
     return model.hf.get_output_embeddings()(h)
 
 
+@torch.no_grad()
+def packed_module_inputs(
+    model: LoadedModel, start: int, packed: Packed, modules: list[nn.Module]
+) -> list[torch.Tensor]:
+    """The first input (n, ·) of each of ``modules`` on the packed batch, in their order; the
+    blocks from ``start`` run only up to the last of them."""
+    inputs: list[torch.Tensor] = []
+
+    def grab(module, args):
+        inputs.append(args[0][0])
+        if len(inputs) == len(modules):
+            raise _Stop
+
+    handles = [m.register_forward_pre_hook(grab) for m in modules]
+    try:
+        packed_target_logits_from(model, start, packed)
+    except _Stop:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    return inputs
+
+
 def target_logits(model: LoadedModel, enc: Encoded) -> torch.Tensor:
     """The plain path: full forward, then the logits at the target-predicting positions."""
     logits = model.hf(input_ids=enc.input_ids, attention_mask=enc.attention_mask).logits

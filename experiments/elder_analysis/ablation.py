@@ -41,6 +41,8 @@ CANDIDATES = {  # options not (yet) in the preset, tried on top of it
     "prefixes": {"method.prefixes": "2"},
     "stop_loss": {"method.stop_loss": "0.01"},
     "lr1e-3": {"method.lr": "1e-3"},  # the 40-edit probes: 0.85 at 1e-3 against 0.60 at 1e-2
+    "protect": {"method.protect": "null_space"},
+    "protect -rehearse": {"method.protect": "null_space", "method.rehearse": "0"},
 }
 
 
