@@ -15,9 +15,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from experiments.tables.names import ELDER_PLUS
+from experiments.tables.names import ELDER_PLUS_V1
 
-PRESET = ELDER_PLUS  # the method keys of conf/preset/elder_plus.yaml
+# The ablation varies ELDER+ as first built (no protection, rehearsal), whose runs it holds;
+# today's preset is its "preset +protect -rehearse" row.
+PRESET = ELDER_PLUS_V1
 FAITHFUL = {  # what the preset's options are off (ELDER's paper/reference defaults)
     "method.route": "router",
     "method.query": "fc_input",

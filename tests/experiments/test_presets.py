@@ -13,7 +13,8 @@ from tests.conftest import compose_cfg
 def test_elder_plus_composes_with_every_model(model):
     cfg = compose_cfg("+preset=elder_plus", f"model={model}")
     method = cfg.method
-    assert method.route == "memory" and method.query_pool == "mean" and method.rehearse > 0
+    assert method.route == "memory" and method.query_pool == "mean"
+    assert method.protect == "null_space" and method.rehearse == 0  # no edit text stored
     assert method.query_block == cfg.model.layers.elder.memory_query_block
     assert 0 <= method.query_block <= method.first_layer
 
@@ -25,7 +26,6 @@ def test_elder_plus_runs_end_to_end_on_a_tiny_model(arch, tmp_path):
         f"model=tiny_{arch}",
         "data.n_edits=8",
         "method.iterations=2",
-        "method.rehearse=2",
         "logger=none",
         f"results_dir={tmp_path}",
     )

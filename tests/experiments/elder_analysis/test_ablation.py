@@ -17,15 +17,17 @@ def test_each_option_alone_and_the_preset_without_it_differ_from_their_base_at_i
     assert len({run_name(v, 200) for v in found}) == len(found)
 
 
-def test_the_table_fills_the_preset_row_from_a_preset_run_and_leaves_the_rest_missing(tmp_path):
+def test_the_table_fills_todays_preset_row_from_a_preset_run_and_leaves_the_rest_missing(
+    tmp_path,
+):
     rows = [
         row("p", n_edits=200, overrides="+preset=elder_plus", reliability=0.9, retention=0.5),
         row("f", n_edits=200, reliability=0.1, retention=0.5),
     ]
     table = ablation_table(write_runs(tmp_path, rows))
-    assert cell(table, "", "preset", 1) == Num(90.0)
+    assert cell(table, "", "preset +protect -rehearse", 1) == Num(90.0)  # today's preset
     assert cell(table, "", "faithful", 1) == Num(10.0)
-    assert cell(table, "", "preset -rehearse", 1) == MISSING
+    assert cell(table, "", "preset", 1) == MISSING  # ELDER+ v1, which rehearses
 
 
 def test_a_variant_runs_fresh_then_resumes_once_its_folder_exists_then_is_skipped(tmp_path):
