@@ -37,10 +37,14 @@ def ablation_table(runs: Runs) -> Table:
         header=["Variant", *(h for _, h, _ in COLUMNS)],
         blocks=[Block("", body)],
         notes=[
-            "*faithful*: ELDER at the paper's and the reference code's defaults. *+option*: that "
-            "option alone on faithful ELDER; *preset −option*: `+preset=elder_plus` with that "
-            "option back at faithful ELDER's value; *preset +option*: an option not in the "
-            "preset, added to it (prefixes = 2 context prefixes per edit, stop_loss = 0.01, "
+            "*faithful*: ELDER at the paper's and the reference code's defaults. *preset*: ELDER+ "
+            "v1, the combination as first built (rehearsal, no protection); today's "
+            "`+preset=elder_plus` is its *preset +protect -rehearse* row. *+option*: that "
+            "option alone on faithful ELDER; *preset −option*: v1 with that "
+            "option back at faithful ELDER's value; *preset +option*: an option not in "
+            "v1, added to it (the *preset +protect* run predates protect's anchored projection "
+            "and per-key tolerance: commit 7b3ad3e; prefixes = 2 context prefixes per edit, "
+            "stop_loss = 0.01, "
             "lr1e-3 = lr 1e-3, protect = `protect=null_space`, whose -rehearse drops the "
             "replay it makes needless). Options: route = `route=memory` "
             "(`radius` 0.024); query = the residual entering `memory_query_block` averaged over "
