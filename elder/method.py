@@ -333,7 +333,9 @@ class ELDER(Editor):
         enc = self.encode(batch)
         packed = trunk.pack(trunk.block_input(self.model, self.config.first_layer, enc), enc)
         try:
-            self._route(self.query(enc), preset)
+            gates = self._preset_gates(preset, packed.hidden)  # (B, L, N); no query needed
+            for i, layer in enumerate(self.layers):
+                layer.gates = gates[:, i]
             self._spread(packed)
             inputs = trunk.packed_module_inputs(
                 self.model, self.config.first_layer, packed, self.layers
