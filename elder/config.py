@@ -69,8 +69,8 @@ class ELDERConfig:
     prefixes: int = 0
     # "null_space" (route=memory only): LoRA B frozen at random, A from zero, and every update of
     # a LoRA's A projected off the FC inputs of the edits stored on it (elder.protect), so a
-    # stored edit's teacher-forced output does not move. ``protect_tol``: input directions below
-    # this fraction of a batch's largest singular value are left free.
+    # stored edit's teacher-forced output does not move. ``protect_tol``: a direction in which
+    # every stored (unit) input holds less than this fraction of its norm is left free.
     protect: str = "none"
     protect_tol: float = 1e-2
 
