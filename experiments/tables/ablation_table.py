@@ -8,7 +8,7 @@ from experiments.tables.cells import Collector
 from experiments.tables.render import Block, Num, Table
 from experiments.tables.runs import Runs, Spec
 
-MODEL, DATA, N_EDITS = "smollm2_135m", "zsre", 200
+MODEL, DATA, N_EDITS, N_PER_TASK = "smollm2_135m", "zsre", 200, 20
 COLUMNS = [  # (runs.csv column, header, scale)
     ("reliability", "Rel.", 100.0),
     ("generalization", "Gen.", 100.0),
@@ -29,11 +29,22 @@ def ablation_table(runs: Runs) -> Table:
     c = Collector(runs)
     body: list[list[Num | str]] = []
     for label, overrides in variants().items():
-        spec = Spec.of("elder", MODEL, DATA, n_edits=N_EDITS, overrides=overrides, full=True)
+        spec = Spec.of(
+            "elder",
+            MODEL,
+            DATA,
+            n_edits=N_EDITS,
+            overrides=overrides,
+            full=True,
+            n_per_task=N_PER_TASK,
+        )
         body.append([label, *(c.cell(spec, col, scale=s) for col, _, s in COLUMNS)])
     return c.table(
         name="elder_plus_ablation",
-        title=f"ELDER+ ablation: {N_EDITS} zsRE edits, SmolLM2-135M, eval=full (20 per task)",
+        title=(
+            f"ELDER+ ablation: {N_EDITS} zsRE edits, SmolLM2-135M, "
+            f"eval=full ({N_PER_TASK} per task)"
+        ),
         header=["Variant", *(h for _, h, _ in COLUMNS)],
         blocks=[Block("", body)],
         notes=[

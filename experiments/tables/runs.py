@@ -108,6 +108,7 @@ class Spec:
     n_edits: int | None = N_EDITS  # None: any stream length
     overrides: tuple[tuple[str, Any], ...] = ()
     full: bool = False  # needs eval=full: only rows with a retention value
+    n_per_task: int | None = None  # with full: only rows on this many inputs per task (None: any)
     any_variant: bool = False  # any configuration matches (the unedited model is the same in all)
 
     @staticmethod
@@ -133,6 +134,8 @@ class Spec:
         parts += [shlex.quote(a) for a in self.args()[3:]]
         if self.full:
             parts.append("eval=full")
+        if self.full and self.n_per_task is not None:
+            parts.append(f"eval.retention.n_per_task={self.n_per_task}")
         return " ".join(parts)
 
     def label(self) -> str:
@@ -144,6 +147,8 @@ class Spec:
         parts += [f"{k}={v}" for k, v in self.overrides]
         if self.full:
             parts.append("eval=full")
+        if self.full and self.n_per_task is not None:
+            parts.append(f"{self.n_per_task} per task")
         return " · ".join(parts)
 
 
@@ -180,6 +185,8 @@ class Runs:
         if spec.full:  # with retention measured on today's prompts
             keep &= pd.to_numeric(f["retention"], errors="coerce").notna()
             keep &= f["prompt_version"].map(lambda v: v in (None, PROMPT_VERSION))
+            if spec.n_per_task is not None:
+                keep &= f["n_per_task"].map(lambda v: v == spec.n_per_task)
         rows = f[keep]
         keys = DECIDING_EVAL if spec.any_variant else None
         same = [

@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 
 from experiments.configs import compose
 from experiments.retention.prompts import PROMPT_VERSION
+from experiments.tables.ablation_table import ablation_table
 from experiments.tables.edit_tables import table1, table3, table5
 from experiments.tables.figures import all_figures, fig3_overrides
 from experiments.tables.names import ELDER_STUDY_BASE
@@ -443,3 +444,15 @@ def test_a_cells_config_is_what_hydra_composes_for_its_command():
     assert spec.config(seed=3) == full
     assert full["method.query_block"] == full["method.first_layer"]  # the interpolation resolved
     assert full["method.allocation_seed"] == 3
+
+
+def test_the_ablation_table_takes_only_runs_on_its_inputs_per_task(tmp_path):
+    base = {"n_edits": 200, "retention": 0.5, "overrides": "eval=full"}
+    rows = [row("on20", **base), row("on100", **base, reliability=0.9)]
+    write_runs(tmp_path, rows)
+    for run_id, n in [("on20", 20), ("on100", 100)]:
+        (tmp_path / "runs" / run_id / "retention.json").write_text(
+            json.dumps({"prompt_version": PROMPT_VERSION, "n_per_task": n})
+        )
+    table = ablation_table(load_runs(tmp_path))
+    assert cell(table, "", "faithful", 1) == Num(50.0)
