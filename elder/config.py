@@ -13,6 +13,7 @@ LABELS = ("fact", "target")
 ROUTES = ("router", "memory")
 POOLS = ("last", "mean")
 PROTECTS = ("none", "null_space")
+STEPS = ("eager", "cuda_graph")
 
 # What a config written before these options existed ran with. A run folder's config.yaml
 # from then lacks the keys; reading it through :func:`upgrade` keeps its meaning.
@@ -53,6 +54,9 @@ class ELDERConfig:
     aux_loss: str = "guided"  # "guided" (the paper), "none", or "balance" (Switch-Transformer loss)
     defer: bool = True  # deferral mechanism at inference (Algorithm 1)
     fast_path: bool = True  # cache the frozen blocks below the first MoLoRA layer while training
+    # How a batch's iterations run (elder.step): "eager", or "cuda_graph": the first iteration
+    # eagerly, the rest as replays of one captured CUDA graph (same model; no launch overhead).
+    step: str = "eager"
     allocation_seed: int = 0  # seed of the random pre-assigned allocations
     # -- beyond the paper (issue #24, docs/elder.md "ELDER+"): each off by default ------------
     # "router": the paper's learned routers and Hamming deferral; "memory": every edit's query
@@ -125,6 +129,12 @@ class ELDERConfig:
                 "allocation drifts, and no LoRA's inputs can be protected",
             ),
             (0 < self.protect_tol < 1, f"protect_tol must be in (0, 1), got {self.protect_tol}"),
+            (self.step in STEPS, f"step must be one of {STEPS}, got {self.step!r}"),
+            (
+                self.step == "eager" or (self.fast_path and not self.stop_loss),
+                f"step={self.step} needs fast_path=true and stop_loss=0: a captured iteration "
+                "cannot run the plain path's hooks or read its loss on the host to stop early",
+            ),
             ("{}" in self.layer_pattern, f"layer_pattern needs a '{{}}': {self.layer_pattern!r}"),
         ]
         for ok, message in checks:

@@ -28,6 +28,7 @@ from elder.models import LoadedModel, get_module, set_module
 from elder.molora import MoLoRALayer, io_features
 from elder.prefixes import generate_prefixes
 from elder.protect import NullSpace
+from elder.step import adam, check_device, iterate
 
 
 def guided_loss(scores: torch.Tensor, preset: torch.Tensor) -> torch.Tensor:
@@ -45,6 +46,7 @@ class ELDER(Editor):
     def __init__(self, model: LoadedModel, **config: Any) -> None:
         super().__init__(model, **config)
         cfg = self.config
+        check_device(cfg.step, model.device)
         n_blocks = len(model.block_list)
         if cfg.first_layer + cfg.L > n_blocks:
             raise ValueError(
@@ -115,7 +117,7 @@ class ELDER(Editor):
         params = self.parameters()
         for p in params:
             p.requires_grad_(True)
-        return torch.optim.Adam(params, lr=self.config.lr)
+        return adam(params, self.config.lr, self.config.step, self.model.device)
 
     def _schedule(self) -> torch.optim.lr_scheduler.LRScheduler | None:
         """A fresh Adam for this batch and its StepLR (``optimizer=per_batch``), or None."""
@@ -272,39 +274,20 @@ class ELDER(Editor):
         preset = self.allocations.batch([self.label_of(r) for r in rows]).to(self.model.device)
         train_preset = preset if cfg.routing == "hard" or cfg.route == "memory" else None
         scheduler = self._schedule()
-        if cfg.fast_path:
-            # Nothing below the first MoLoRA layer trains, and the query is read before it:
-            # both are computed once per batch.
-            query = self.query(enc)  # (B, d)
-            hidden = trunk.block_input(self.model, cfg.first_layer, enc)  # (B, T, d), frozen
-            packed = trunk.pack(hidden, enc)
-        steps = 0
-        for _ in range(cfg.iterations):
-            if cfg.fast_path:
-                try:
-                    scores, _ = self._route(query, train_preset)
-                    self._spread(packed)
-                    logits = trunk.packed_target_logits_from(self.model, cfg.first_layer, packed)
-                finally:
-                    self._clear()
-            else:
-                with self.routing(enc.attention_mask, enc.prompt_last, train_preset) as state:
-                    logits = trunk.target_logits(self.model, enc)
-                scores, query = state["scores"], state["query"]
-            model_loss = F.cross_entropy(logits.float(), enc.target_ids)
-            aux = self.aux_loss(scores, preset)
-            loss = model_loss + cfg.lam * aux
-            if cfg.stop_loss and model_loss.item() < cfg.stop_loss:
-                break  # the batch is fitted: no step moves the shared LoRAs further
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            if self.null_space is not None:
-                for i, layer in enumerate(self.layers):
-                    self.null_space.project(i, layer.lora_A)
-            if scheduler is not None:
-                scheduler.step()
-            steps += 1
+        query = self.query(enc)  # (B, d), read below the first MoLoRA layer
+        # The fast path: nothing below the first MoLoRA layer trains, so it runs once per batch.
+        hidden = trunk.block_input(self.model, cfg.first_layer, enc) if cfg.fast_path else None
+        packed = trunk.pack(hidden, enc) if cfg.fast_path else None  # (B, T, d) -> one row
+        # stop_loss: once the batch is fitted, no step moves the shared LoRAs further
+        fitted = (lambda out: out[1].item() < cfg.stop_loss) if cfg.stop_loss else None
+        (loss, model_loss, aux), steps = iterate(
+            lambda: self._losses(enc, query, packed, train_preset, preset),
+            self._update,
+            cfg.iterations,
+            scheduler.step if scheduler else lambda: None,
+            cfg.step,
+            fitted,
+        )
         new = slice(0, len(batch))
         self._store(batch, query[new], preset[new])
         if self.null_space is not None:
@@ -319,6 +302,42 @@ class ELDER(Editor):
             stats["protected_dims"] = ranks.float().mean().item()
             stats["free_dims_min"] = self.null_space.in_features - ranks.max().item()
         return stats
+
+    def _losses(
+        self,
+        enc: Encoded,
+        query: torch.Tensor,
+        packed: trunk.Packed | None,
+        train_preset: torch.Tensor | None,
+        preset: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One iteration's (loss, model loss, auxiliary loss): on the packed batch (the fast
+        path) or, without one, a full forward with the routing hook (the plain path)."""
+        if packed is not None:
+            try:
+                scores, _ = self._route(query, train_preset)
+                self._spread(packed)
+                logits = trunk.packed_target_logits_from(
+                    self.model, self.config.first_layer, packed
+                )
+            finally:
+                self._clear()
+        else:
+            with self.routing(enc.attention_mask, enc.prompt_last, train_preset) as state:
+                logits = trunk.target_logits(self.model, enc)
+            scores = state["scores"]
+        model_loss = F.cross_entropy(logits.float(), enc.target_ids)
+        aux = self.aux_loss(scores, preset)
+        return model_loss + self.config.lam * aux, model_loss, aux
+
+    def _update(self, losses: tuple[torch.Tensor, ...]) -> None:
+        """One optimizer step on the loss; ``protect``: then A back onto its anchors."""
+        self.optimizer.zero_grad(set_to_none=True)
+        losses[0].backward()
+        self.optimizer.step()
+        if self.null_space is not None:
+            for i, layer in enumerate(self.layers):
+                self.null_space.project(i, layer.lora_A)
 
     def _spread(self, packed: trunk.Packed) -> None:
         """Give each packed token its sequence's gates: (B, N) -> (1, n, N) in every layer."""

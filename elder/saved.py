@@ -85,7 +85,12 @@ def optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.T
                 tensors[f"{index}.{key}"] = value
             else:
                 scalars[f"{index}.{key}"] = value
-    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+    # A device-tensor lr (elder.step's capturable Adam) is saved as its value.
+    groups = [
+        {k: v.item() if torch.is_tensor(v) else v for k, v in group.items()}
+        for group in sd["param_groups"]
+    ]
+    return tensors, {"param_groups": groups, "scalars": scalars}
 
 
 def load_optimizer_state(

@@ -88,7 +88,7 @@ class Packed:
     position_ids: torch.Tensor  # (1, n) position of each token within its own sequence
     mask: torch.Tensor  # (1, 1, n, n) block-diagonal causal: a token sees its sequence's past
     sequence: torch.Tensor  # (n,) the batch row each token comes from
-    target_mask: torch.Tensor  # (n,) True where the next token is a target token
+    target_index: torch.Tensor  # (n_targets,) the tokens whose next token is a target token
 
 
 def pack(hidden: torch.Tensor, enc: Encoded) -> Packed:
@@ -103,7 +103,7 @@ def pack(hidden: torch.Tensor, enc: Encoded) -> Packed:
         position[None],
         (same & causal)[None, None],
         sequence,
-        enc.target_mask[keep],
+        enc.target_mask[keep].nonzero()[:, 0],  # found once: indexing by it needs no sync
     )
 
 
@@ -128,7 +128,7 @@ def packed_target_logits_from(model: LoadedModel, start: int, packed: Packed) ->
             attention_mask=packed.mask,
             position_ids=packed.position_ids,
         )
-    h = out.last_hidden_state[0, packed.target_mask]  # (n_targets, d)
+    h = out.last_hidden_state[0, packed.target_index]  # (n_targets, d)
     return model.hf.get_output_embeddings()(h)
 
 

@@ -24,6 +24,7 @@ from hydra.utils import instantiate
 
 from elder.models import LoadedModel
 from experiments.configs import compose
+from experiments.profiling import top_ops
 from experiments.results import machine
 from experiments.retention import prompts as P
 from experiments.retention.evaluator import sample
@@ -32,14 +33,6 @@ from experiments.retention.metrics import SCORERS
 from experiments.retention.tasks import TASKS, load_task
 
 TARGET_S = 600.0  # issue 4: the 8 tasks at 200 inputs each within 10 minutes (2-core CPU)
-
-
-def top_ops(profile: torch.profiler.profile, n: int = 5) -> list[str]:
-    """Markdown rows: the ``n`` torch ops with the most self CPU time, as shares of all of it."""
-    events = profile.key_averages()
-    total = sum(e.self_cpu_time_total for e in events) or 1.0
-    top = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:n]
-    return [f"| {e.key} | {100 * e.self_cpu_time_total / total:.1f}% |" for e in top]
 
 
 Batching = tuple[int, float | None]  # (rows at most, max_padding or None: fixed batches)

@@ -8,6 +8,7 @@ from pathlib import Path
 from experiments.tables.ablation_table import ablation_table
 from experiments.tables.edit_tables import table1, table3, table4, table5
 from experiments.tables.figures import Figure, all_figures
+from experiments.tables.gpu_table import gpu_table
 from experiments.tables.options_table import options_table
 from experiments.tables.readings_table import readings_table
 from experiments.tables.render import Table, to_markdown, to_tex
@@ -25,6 +26,11 @@ BUILDERS: list[tuple[Callable[[Runs], Table], str]] = [
     ),
     (table2, "test retention on the 8 general tasks per method, dataset and model"),
     (table3, "editing seconds per edit and extra parameters per method and model (zsRE)"),
+    (
+        gpu_table,
+        "Table 3 on a GPU: s/edit, inference time and peak memory of every method at GPT2-XL's "
+        "and LLaMA2-7B's shapes, random weights (`experiments.bench --device cuda`)",
+    ),
     (table4, "ELDER generalization with the guided loss, without it, with load balancing"),
     (table5, "ELDER over the paper's tried k, N, λ (edit metrics) and ε (test retention)"),
     (table7_10, "retention per general task, per dataset and model (paper Tables 7-10)"),

@@ -31,10 +31,11 @@ from experiments.tables.names import N_EDITS, name
 Row = dict[str, Any]  # one line of runs.csv (strings), with its run's `config`
 # Keys that do not decide what a run computes. model.device: where it ran (dtype, in contrast,
 # decides); model.layers: its effect shows in the method keys it resolves into; data.n_edits:
-# a cell's own column; eval: how the run was read (except its protocol, which decides).
+# a cell's own column; eval: how the run was read (except its protocol, which decides);
+# method.step: how the iterations are launched (the same model either way).
 BOOKKEEPING = (
     "seed", "results_dir", "run_name", "save", "resume", "checkpoint", "logger", "hydra",
-    "model.device", "model.layers", "data.n_edits", "eval",
+    "model.device", "model.layers", "data.n_edits", "eval", "method.step",
 )  # fmt: skip
 DECIDING_EVAL = ("eval.protocol",)
 GROUPS = {p.name for p in CONF.iterdir() if p.is_dir()}  # config groups: method=, model=, ...

@@ -2,7 +2,8 @@
 # On the GPU machine, in the repository copy: run the named steps, in order, with what
 # scripts/device/prepare.sh made (see scripts/device/README.md).
 #
-#   bash scripts/device/run.sh bench        # call 1: Table 3 speeds on GPT2-XL/LLaMA2-7B shapes
+#   bash scripts/device/run.sh check bench  # call 1: the CUDA-graph test, then Table 3 speeds on
+#                                           #   GPT2-XL/LLaMA2-7B shapes (issue #29)
 #   bash scripts/device/run.sh rome         # call 2: ROME, 1000 zsRE edits on SmolLM2, eval=full
 #
 # Every step has its own time limit and writes what it has under $OUT before the next starts.
@@ -30,10 +31,21 @@ fi
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || echo "no GPU"; } | tee "$OUT/gpu.txt"
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/gpu.txt"
 
-bench() {  # s/edit of every method, 20 edits, on each paper-sized model shape (random weights)
+check() {  # ELDER's step=cuda_graph against its eager iterations, on tiny models on the GPU
+  timeout "${CHECK_LIMIT:-120}" python3 -m pytest -q -p no:cacheprovider tests/elder/test_step.py \
+    > "$OUT/check.log" 2>&1
+  echo "check: exit $?"; tail -c 1500 "$OUT/check.log"
+}
+
+# The ELDER pairs first: a time limit cuts the slowest methods, at the end, not them.
+METHODS=elder,elder_graph,elder_plus,elder_plus_graph,ft_l,lora,melo,lemoe,grace,serac,defer
+METHODS=$METHODS,t_patcher,wise,rome,wilke,alphaedit
+bench() {  # s/edit, inference time and peak memory of every method, 20 edits, on each
+  # paper-sized model shape (random weights); one model per call, each with its own limit
   for model in ${BENCH_MODELS:-gpt2_xl_random llama2_7b_random}; do
-    timeout "${BENCH_LIMIT:-150}" python3 -m experiments.bench --model "$model" \
-      --n-edits "${BENCH_EDITS:-20}" --out "$OUT" > "$OUT/bench_$model.log" 2>&1
+    timeout "${BENCH_LIMIT:-240}" python3 -m experiments.bench --device cuda --models "$model" \
+      --methods "${BENCH_METHODS:-$METHODS}" --n-edits "${BENCH_EDITS:-20}" ${BENCH_EXTRA:-} \
+      --out "$OUT" > "$OUT/bench_$model.log" 2>&1
     echo "bench $model: exit $?"; tail -c 1500 "$OUT/bench_$model.log"
   done
 }
@@ -55,8 +67,8 @@ rome() {  # the Table 1/2 ROME row; a later call on the same machine resumes it
 
 for step in "$@"; do
   case $step in
-    bench|rome) echo "== $step $(date -u +%H:%M:%S)"; $step ;;
-    *) echo "unknown step '$step' (bench, rome)" >&2; exit 2 ;;
+    check|bench|rome) echo "== $step $(date -u +%H:%M:%S)"; $step ;;
+    *) echo "unknown step '$step' (check, bench, rome)" >&2; exit 2 ;;
   esac
 done
 echo "== done $(date -u +%H:%M:%S)"

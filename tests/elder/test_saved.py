@@ -1,5 +1,7 @@
 """ELDER's state: saved and loaded exactly, continuing the stream identically; elder.load."""
 
+import json
+
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -79,3 +81,15 @@ def test_load_of_a_run_saved_without_edits_says_how_to_save(tmp_path):
     _run_folder(tmp_path)
     with pytest.raises(FileNotFoundError, match="save=true"):
         elder.load(tmp_path)
+
+
+def test_an_optimizer_state_with_a_device_tensor_lr_is_saved_as_plain_json():
+    param = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.Adam([param], lr=torch.tensor(0.01), foreach=False)
+    param.grad = torch.ones(3)
+    optimizer.step()
+    tensors, meta = elder.saved.optimizer_state(optimizer)
+    assert json.loads(json.dumps(meta))["param_groups"][0]["lr"] == pytest.approx(0.01)
+    again = torch.optim.Adam([torch.nn.Parameter(torch.ones(3))], lr=0.5)
+    elder.saved.load_optimizer_state(again, tensors, meta)
+    assert again.param_groups[0]["lr"] == pytest.approx(0.01)

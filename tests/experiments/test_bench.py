@@ -3,11 +3,13 @@
 import sys
 from argparse import Namespace
 
+import pytest
+
 from experiments import bench, bench_retention
 
 
 def test_bench_reports_each_method_and_the_elder_path_check(tmp_path, monkeypatch):
-    argv = ["bench", "--model", "tiny_llama", "--n-edits", "4", "--out", str(tmp_path)]
+    argv = ["bench", "--models", "tiny_llama", "--n-edits", "4", "--out", str(tmp_path)]
     monkeypatch.setattr(sys, "argv", [*argv, "--methods", "elder_plain,elder,elder_plus,ft_l"])
     bench.main()
     report = (tmp_path / "tiny_llama_4.md").read_text()
@@ -17,7 +19,7 @@ def test_bench_reports_each_method_and_the_elder_path_check(tmp_path, monkeypatc
 
 
 def test_bench_compares_grace_batched_with_one_edit_after_another(tmp_path, monkeypatch):
-    argv = ["bench", "--model", "tiny_llama", "--n-edits", "4", "--out", str(tmp_path)]
+    argv = ["bench", "--models", "tiny_llama", "--n-edits", "4", "--out", str(tmp_path)]
     monkeypatch.setattr(sys, "argv", [*argv, "--methods", "grace_one_by_one,grace"])
     bench.main()
     report = (tmp_path / "tiny_llama_4.md").read_text()
@@ -25,9 +27,12 @@ def test_bench_compares_grace_batched_with_one_edit_after_another(tmp_path, monk
 
 
 def test_a_rome_row_says_that_it_includes_the_streams_one_time_work():
-    args = Namespace(n_edits=20, model="gpt2_xl_random", methods="ft_l,rome")
-    with_rome = bench.report(args, "zsre", [("ft_l", 0.1, 5), ("rome", 2.0, 7)], {})
-    without = bench.report(args, "zsre", [("ft_l", 0.1, 5)], {})
+    args = Namespace(
+        n_edits=20, models="gpt2_xl_random", device="cuda", methods="ft_l,rome", profile=False
+    )
+    ft_l, rome = bench.Row("ft_l", 0.1, 5, 1.0, 2.0), bench.Row("rome", 2.0, 7, 1.0, 2.0)
+    with_rome = bench.report(args, "gpt2_xl_random", "zsre", [ft_l, rome], {}, [])
+    without = bench.report(args, "gpt2_xl_random", "zsre", [ft_l], {}, [])
     assert "ROME's, WilKE's and AlphaEdit's s/edit include their one-time work" in with_rome
     assert "ROME" not in without
 
@@ -74,3 +79,49 @@ def test_retention_bench_with_profile_reports_the_cpu_time_per_torch_op(tmp_path
     bench_retention.main()
     report = (tmp_path / "retention_tiny_llama_2.md").read_text()
     assert "--profile`" in report and "| aten::" in report
+
+
+def test_bench_names_what_needs_a_cuda_device_and_times_each_models_inference(
+    tmp_path, monkeypatch
+):
+    argv = ["bench", "--models", "tiny_llama,tiny_gpt2", "--n-edits", "4", "--out", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", [*argv, "--device", "cpu", "--methods", "elder,elder_graph"])
+    bench.main()
+    for model in ("tiny_llama", "tiny_gpt2"):
+        report = (tmp_path / f"{model}_4.md").read_text()
+        (line,) = [r for r in report.splitlines() if r.startswith("| elder | ")]
+        assert float(line.split(" | ")[3]) > 0 and line.endswith("| — |")  # no GPU: no peak
+        assert "Not run here (they need a CUDA device): elder_graph." in report
+
+
+def test_bench_profile_says_where_one_batchs_edit_spends_its_time(tmp_path, monkeypatch):
+    argv = ["bench", "--models", "tiny_llama", "--n-edits", "4", "--out", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", [*argv, "--methods", "elder", "--profile"])
+    bench.main()
+    report = (tmp_path / "tiny_llama_4.md").read_text()
+    assert "**elder**, profiled (`--profile`): one batch of 4: host " in report
+    assert "| op (cpu) | share |" in report and "| aten::" in report
+
+
+def test_bench_on_cuda_without_a_cuda_device_is_an_error(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["bench", "--models", "tiny_llama", "--device", "cuda"])
+    monkeypatch.setattr(bench.torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit, match="error: --device cuda"):
+        bench.main()
+
+
+def test_a_failing_method_is_reported_and_the_others_still_run(tmp_path, monkeypatch):
+    argv = ["bench", "--models", "tiny_llama", "--n-edits", "4", "--out", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", [*argv, "--methods", "ft_l,lora"])
+    real = bench.time_stream
+
+    def fail_ft_l(editor, batches):
+        if type(editor).__name__ == "FTL":
+            raise RuntimeError("out of memory")
+        return real(editor, batches)
+
+    monkeypatch.setattr(bench, "time_stream", fail_ft_l)
+    with pytest.raises(SystemExit, match="1 method"):
+        bench.main()
+    report = (tmp_path / "tiny_llama_4.md").read_text()
+    assert "**ft_l failed**: RuntimeError: out of memory" in report and "| lora | " in report

@@ -17,6 +17,7 @@ from experiments.retention.prompts import PROMPT_VERSION
 from experiments.tables.ablation_table import ablation_table
 from experiments.tables.edit_tables import table1, table3, table5
 from experiments.tables.figures import all_figures, fig3_overrides
+from experiments.tables.gpu_table import gpu_table
 from experiments.tables.names import ELDER_STUDY_BASE
 from experiments.tables.options_table import options_table
 from experiments.tables.render import MISSING, Num, to_markdown, to_tex
@@ -456,3 +457,29 @@ def test_the_ablation_table_takes_only_runs_on_its_inputs_per_task(tmp_path):
         )
     table = ablation_table(load_runs(tmp_path))
     assert cell(table, "", "faithful", 1) == Num(50.0)
+
+
+def _bench_record(bench: Path, shape: str, device: str, s_per_edit: float) -> None:
+    bench.mkdir(parents=True, exist_ok=True)
+    row = {"name": "elder", "s_per_edit": s_per_edit, "extra_params": 1, "inference": 1.02}
+    record = {"model": shape, "n_edits": 20, "device": device, "machine": "NVIDIA H200"}
+    record |= {
+        "torch": "2.9",
+        "date": "2026-12-02 18:00 UTC",
+        "speedups": {"ELDER CUDA graph": 9.0},
+    }
+    (bench / f"{shape}_20.json").write_text(
+        json.dumps({**record, "rows": [{**row, "peak_gib": 30.0}]})
+    )
+
+
+def test_table3_on_a_gpu_is_filled_from_gpu_bench_records_only(tmp_path):
+    _bench_record(tmp_path / "bench", "gpt2_xl_random", "cuda", 0.08)
+    _bench_record(tmp_path / "bench", "llama2_7b_random", "cpu", 5.0)  # not a GPU figure
+    table = gpu_table(write_runs(tmp_path, [row("x")]))
+    (line,) = table.blocks[0].rows
+    assert line[:4] == ["elder", Num(0.08, digits=3), Num(1.02, digits=3), Num(30.0, digits=1)]
+    assert line[4] == Num(1.82)  # the paper's A40 s/edit
+    assert line[5] == MISSING
+    assert list(table.missing) == ["GPU bench · llama2_7b_random"]
+    assert any("NVIDIA H200" in note and "ELDER CUDA graph 9.00x" in note for note in table.notes)
