@@ -54,8 +54,8 @@ class ELDERConfig:
     aux_loss: str = "guided"  # "guided" (the paper), "none", or "balance" (Switch-Transformer loss)
     defer: bool = True  # deferral mechanism at inference (Algorithm 1)
     fast_path: bool = True  # cache the frozen blocks below the first MoLoRA layer while training
-    # How a batch's iterations run (elder.step): "eager", or "cuda_graph": the first iteration
-    # eagerly, the rest as replays of one captured CUDA graph (same model; no launch overhead).
+    # How a batch's iterations run (elder.step): "eager", or "cuda_graph": iteration 1 eagerly,
+    # 2..n as replays of one recorded CUDA graph (same model; one graph launch per iteration).
     step: str = "eager"
     allocation_seed: int = 0  # seed of the random pre-assigned allocations
     # -- beyond the paper (issue #24, docs/elder.md "ELDER+"): each off by default ------------

@@ -117,7 +117,7 @@ class ELDER(Editor):
         params = self.parameters()
         for p in params:
             p.requires_grad_(True)
-        return adam(params, self.config.lr, self.config.step, self.model.device)
+        return adam(params, self.config.lr, self.config.step)
 
     def _schedule(self) -> torch.optim.lr_scheduler.LRScheduler | None:
         """A fresh Adam for this batch and its StepLR (``optimizer=per_batch``), or None."""
@@ -275,9 +275,11 @@ class ELDER(Editor):
         train_preset = preset if cfg.routing == "hard" or cfg.route == "memory" else None
         scheduler = self._schedule()
         query = self.query(enc)  # (B, d), read below the first MoLoRA layer
-        # The fast path: nothing below the first MoLoRA layer trains, so it runs once per batch.
-        hidden = trunk.block_input(self.model, cfg.first_layer, enc) if cfg.fast_path else None
-        packed = trunk.pack(hidden, enc) if cfg.fast_path else None  # (B, T, d) -> one row
+        packed = None
+        if cfg.fast_path:  # nothing below the first MoLoRA layer trains: it runs once per batch
+            hidden = trunk.block_input(self.model, cfg.first_layer, enc)  # (B, T, d)
+            packed = trunk.pack(hidden, enc)  # its real tokens in one row, (1, n, d)
+            del hidden
         # stop_loss: once the batch is fitted, no step moves the shared LoRAs further
         fitted = (lambda out: out[1].item() < cfg.stop_loss) if cfg.stop_loss else None
         (loss, model_loss, aux), steps = iterate(
@@ -287,7 +289,9 @@ class ELDER(Editor):
             scheduler.step if scheduler else lambda: None,
             cfg.step,
             fitted,
+            self.model.device,
         )
+        self.optimizer.zero_grad(set_to_none=True)  # (cuda_graph: frees the graph's gradients)
         new = slice(0, len(batch))
         self._store(batch, query[new], preset[new])
         if self.null_space is not None:

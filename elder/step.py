@@ -3,10 +3,10 @@
 Every iteration of a batch does the same work on tensors of the same shapes (route, forward
 from the first MoLoRA layer, loss, backward, optimizer step, protect's projection); only the
 values change. ``eager`` launches each kernel from Python, every iteration: on a GPU such an
-iteration is bound by launch latency, not by its FLOPs (issue #29). ``cuda_graph`` runs the
-first iteration eagerly, which allocates the gradients and Adam's moments, records the second
-into a CUDA graph, and replays that graph for the rest: one launch per iteration, kernel for
-kernel the work the eager iterations would have done.
+iteration is bound by launch latency, not by its FLOPs (issue #29). ``cuda_graph`` runs
+iteration 1 eagerly, which allocates the gradients and Adam's moments, then records one
+iteration into a CUDA graph (recording runs nothing) and replays that graph as iterations
+2..n: one graph launch per iteration, kernel for kernel the work of the eager iterations.
 
 A recorded iteration must not synchronise with the host. It reads no value (no ``.item()``,
 no early stop) and indexes by precomputed integer positions, not boolean masks; the optimizer
@@ -15,19 +15,22 @@ keeps its step count and learning rate on the device (:func:`adam`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import torch
 
 Outputs = tuple[torch.Tensor, ...]
 
 
-def adam(params: Iterable[torch.nn.Parameter], lr: float, step: str, device: torch.device):
+def adam(params: list[torch.nn.Parameter], lr: float, step: str) -> torch.optim.Adam:
     """Adam for ``step``: under ``cuda_graph`` capturable, with its lr a device tensor that an
     lr scheduler updates in place, so that every replay reads the current value."""
     if step == "eager":
         return torch.optim.Adam(params, lr=lr)
-    return torch.optim.Adam(params, lr=torch.tensor(lr, device=device), capturable=True)
+    ref = params[0]
+    dtype = torch.float64 if ref.dtype == torch.float64 else torch.float32
+    lr_tensor = torch.tensor(lr, device=ref.device, dtype=dtype)
+    return torch.optim.Adam(params, lr=lr_tensor, capturable=True)
 
 
 def check_device(step: str, device: torch.device) -> None:
@@ -45,10 +48,12 @@ def iterate(
     after: Callable[[], None],
     step: str = "eager",
     stop: Callable[[Outputs], bool] | None = None,
+    device: torch.device | None = None,
 ) -> tuple[Outputs, int]:
     """Up to ``n`` iterations of ``update(loss())``, ``after()`` (host work such as the lr
-    schedule) following each. ``stop(outputs)`` ends the loop before an update (eager only).
-    Returns the last iteration's outputs (their first is the loss) and the updates made."""
+    schedule) following each. ``stop(outputs)`` ends the loop before an update (eager only);
+    ``device``: the GPU of a ``cuda_graph`` iteration's tensors. Returns the last iteration's
+    outputs (their first is the loss) and the updates made."""
     if step == "eager":
         for i in range(n):
             out = loss()
@@ -65,7 +70,8 @@ def iterate(
         update(out)
         return out
 
-    return _replayed(iteration, n, after), n
+    with torch.cuda.device(device):  # streams and the graph on the model's own GPU
+        return _replayed(iteration, n, after), n
 
 
 def _replayed(iteration: Callable[[], Outputs], n: int, after: Callable[[], None]) -> Outputs:

@@ -56,7 +56,7 @@ def module_input(model: LoadedModel, module: nn.Module, enc: Encoded) -> torch.T
     handle = module.register_forward_pre_hook(grab, with_kwargs=True)
     try:
         with torch.no_grad():
-            model.hf(input_ids=enc.input_ids, attention_mask=enc.attention_mask)
+            model.hf(input_ids=enc.input_ids, attention_mask=enc.attention_mask, use_cache=False)
     except _Stop:
         pass
     finally:
@@ -115,7 +115,9 @@ def target_logits_from(
     The batch keeps its (B, T) layout, for methods whose modules hold per-row state.
     """
     with from_block(model, start):
-        out = model.hf.base_model(inputs_embeds=hidden, attention_mask=enc.attention_mask)
+        out = model.hf.base_model(
+            inputs_embeds=hidden, attention_mask=enc.attention_mask, use_cache=False
+        )
     h = out.last_hidden_state[enc.target_mask]  # (n_targets, d)
     return model.hf.get_output_embeddings()(h)
 
@@ -127,6 +129,7 @@ def packed_target_logits_from(model: LoadedModel, start: int, packed: Packed) ->
             inputs_embeds=packed.hidden,
             attention_mask=packed.mask,
             position_ids=packed.position_ids,
+            use_cache=False,  # a training forward: no KV cache to build
         )
     h = out.last_hidden_state[0, packed.target_index]  # (n_targets, d)
     return model.hf.get_output_embeddings()(h)
@@ -158,8 +161,8 @@ def packed_module_inputs(
 
 def target_logits(model: LoadedModel, enc: Encoded) -> torch.Tensor:
     """The plain path: full forward, then the logits at the target-predicting positions."""
-    logits = model.hf(input_ids=enc.input_ids, attention_mask=enc.attention_mask).logits
-    return logits[enc.target_mask]
+    out = model.hf(input_ids=enc.input_ids, attention_mask=enc.attention_mask, use_cache=False)
+    return out.logits[enc.target_mask]
 
 
 def _cache_kwarg(base_model: nn.Module) -> str:

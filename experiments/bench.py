@@ -1,9 +1,10 @@
 """`make bench`: seconds per edit of each method on the same stream, measured side by side.
 
-Three methods also run twice, computing the same edits two ways: ELDER on the plain
-full-forward path and on the fast path (cached frozen prefix, logits at target positions only);
-GRACE training its values one edit after another and batched; ROME fitting v* with full
-forwards and with the tokens before each row's subject frozen. Each pair agrees up to float
+Some methods also run twice, computing the same edits two ways (``PAIRS``): ELDER on the
+plain full-forward path and on the fast path (cached frozen prefix, logits at target positions
+only), and on a GPU eagerly and as CUDA-graph replays (ELDER and ELDER+); GRACE training its
+values one edit after another and batched; ROME and AlphaEdit fitting v* with full forwards
+and with the tokens before each row's subject frozen. Each pair agrees up to float
 rounding, which compounds over the stream's steps; the bench prints the speed-up, the largest
 difference of the trained tensors and (ELDER) whether the stored allocation codes agree.
 
@@ -11,7 +12,7 @@ difference of the trained tensors and (ELDER) whether the stored allocation code
     python -m experiments.bench --n-edits 20 --methods grace_one_by_one,grace
     python -m experiments.bench --n-edits 5 --methods rome_plain,rome
 
-Every method edits a fresh copy of the same model with the same 100 edits. The report is
+Every method edits a fresh copy of the same model with the same ``--n-edits`` edits. The report is
 rewritten after each method, so a long bench (ROME on a CPU) keeps what it has timed. Beside
 s/edit it gives each method's inference time against the unedited model's on the stream's
 prompts and, on a GPU, its peak memory. On a GPU, ELDER also runs with its iterations replayed
@@ -228,13 +229,16 @@ def speedups(rows: list[Row]) -> dict[str, float]:
     }
 
 
-def record(args, model: str, device: str, rows: list[Row]) -> str:
+def record(args, model: str, cuda: bool, rows: list[Row], failed: dict[str, str]) -> str:
     """The bench's JSON twin of its report, which the tables read (Table 3 on the GPU)."""
     return json.dumps(
         {
             "model": model,
             "n_edits": args.n_edits,
-            "device": device,
+            "inference_batch": INFERENCE_BATCH,
+            "device": "cuda" if cuda else "cpu",
+            "methods": args.methods.split(","),
+            "failed": failed,
             "machine": machine(),
             "torch": torch.__version__,
             "date": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
@@ -269,26 +273,28 @@ def bench_model(args, model_name: str, names: list[str]) -> tuple[Path, list[str
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
             before = torch.cuda.memory_allocated()  # the unedited original
+        editor = None
         try:
             editor = instantiate(cfg.method, _partial_=True)(model=copy.deepcopy(model))
             editor.check_stream(stream.records)  # as the runner does, before any edit
             s = time_stream(editor, stream.batches())
+            peak = (torch.cuda.max_memory_allocated() - before) / 2**30 if cuda else None
+            params = editor.extra_params()  # before --profile's extra edit
+            ratio = inference_ratio(editor, model, stream.records[:INFERENCE_BATCH])
+            if name in VARIANTS:  # keep what is compared, not the model copy (one at a time)
+                editors[name] = trained(editor)
+            profile = profiled_edit(editor, stream.batches()[0]) if args.profile else None
         except Exception as e:  # one method's failure leaves the others' figures standing
             failed[name] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             print(f"{model_name} {name:>16}: failed, {failed[name]}", file=sys.stderr, flush=True)
-            continue
-        peak = (torch.cuda.max_memory_allocated() - before) / 2**30 if cuda else None
-        ratio = inference_ratio(editor, model, stream.records[:INFERENCE_BATCH])
-        if name in VARIANTS:  # keep what is compared, not the model copy (one at a time)
-            editors[name] = trained(editor)
-        profile = profiled_edit(editor, stream.batches()[0]) if args.profile else None
-        rows.append(Row(name, s, editor.extra_params(), ratio, peak, profile))
-        print(f"{model_name} {name:>16}: {s:.3f} s/edit, inference x{ratio:.3f}", flush=True)
+        else:
+            rows.append(Row(name, s, params, ratio, peak, profile))
+            print(f"{model_name} {name:>16}: {s:.3f} s/edit, inference x{ratio:.3f}", flush=True)
+        finally:
+            del editor  # its copy of the model, before the next method's
         # A long bench (ROME on a CPU) keeps each row: the report and its record, rewritten.
         write_text(out, report(args, model_name, stream.name, rows, editors, skipped, failed))
-        write_text(out.with_suffix(".json"), record(args, model_name, model.device.type, rows))
-        del editor
-    write_text(out, report(args, model_name, stream.name, rows, editors, skipped, failed))
+        write_text(out.with_suffix(".json"), record(args, model_name, cuda, rows, failed))
     return out, list(failed)
 
 

@@ -57,15 +57,19 @@ def gpu_table(runs: Runs) -> Table:
         "Random weights (`conf/model/*_random`): the paper's shapes and FLOPs, no edit quality. "
         "Rows are the bench's methods and variants (`experiments/bench.py`: `elder_graph` is "
         "`method.step=cuda_graph`). *inference / unedited*: the edited model's forward time "
-        "over the unedited model's on 20 prompts. *peak GiB*: the edited model copy and the "
-        "method's working set."
+        "over the unedited model's on one batch of the stream's prompts. *peak GiB*: the "
+        "edited model copy and the method's working set."
     ]
     for shape, record in records.items():
         if record:
             ups = "; ".join(f"{k} {v:.2f}x" for k, v in record["speedups"].items())
+            failed = "; ".join(f"{k}: {v}" for k, v in record.get("failed", {}).items())
             notes.append(
                 f"{shape}: {record['machine']}, torch {record['torch']}, {record['date']}, "
-                f"{record['n_edits']} zsRE edits" + (f"; speed-ups: {ups}" if ups else "")
+                f"{record['n_edits']} zsRE edits, inference on "
+                f"{record.get('inference_batch', '?')} prompts"
+                + (f"; speed-ups: {ups}" if ups else "")
+                + (f"; failed: {failed}" if failed else "")
             )
     missing = {f"GPU bench · {shape}": COMMAND for shape, record in records.items() if not record}
     return Table(

@@ -43,7 +43,7 @@ METHODS=$METHODS,t_patcher,wise,rome,wilke,alphaedit
 bench() {  # s/edit, inference time and peak memory of every method, 20 edits, on each
   # paper-sized model shape (random weights); one model per call, each with its own limit
   for model in ${BENCH_MODELS:-gpt2_xl_random llama2_7b_random}; do
-    timeout "${BENCH_LIMIT:-240}" python3 -m experiments.bench --device cuda --models "$model" \
+    timeout "${BENCH_LIMIT:-200}" python3 -m experiments.bench --device cuda --models "$model" \
       --methods "${BENCH_METHODS:-$METHODS}" --n-edits "${BENCH_EDITS:-20}" ${BENCH_EXTRA:-} \
       --out "$OUT" > "$OUT/bench_$model.log" 2>&1
     echo "bench $model: exit $?"; tail -c 1500 "$OUT/bench_$model.log"
