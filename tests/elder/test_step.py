@@ -8,7 +8,6 @@ data-dependent shape or a branch on a tensor's value would break (host copies su
 CUDA device is, against the eager iterations.
 """
 
-
 import pytest
 import torch
 from hydra.utils import instantiate
