@@ -20,9 +20,16 @@ def test_each_option_alone_and_the_preset_without_it_differ_from_their_base_at_i
 def test_the_table_fills_todays_preset_row_from_a_preset_run_and_leaves_the_rest_missing(
     tmp_path,
 ):
+    on_20 = "eval=full eval.retention.n_per_task=20"  # as the ablation runs its variants
     rows = [
-        row("p", n_edits=200, overrides="+preset=elder_plus", reliability=0.9, retention=0.5),
-        row("f", n_edits=200, reliability=0.1, retention=0.5),
+        row(
+            "p",
+            n_edits=200,
+            overrides=f"+preset=elder_plus {on_20}",
+            reliability=0.9,
+            retention=0.5,
+        ),
+        row("f", n_edits=200, overrides=on_20, reliability=0.1, retention=0.5),
     ]
     table = ablation_table(write_runs(tmp_path, rows))
     assert cell(table, "", "preset +protect -rehearse", 1) == Num(90.0)  # today's preset
