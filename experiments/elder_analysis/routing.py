@@ -16,7 +16,19 @@ rephrases and their locality prompts, one at a time as at inference. For the edi
 - **usage**: per layer, the share of edit prompts that route to each LoRA.
 
 For every kind of prompt, the Hamming distance to the nearest stored code and the share the
-run's ε defers. Written to ``<run>/routing.json`` and printed.
+run's ε defers.
+
+A ``route=memory`` run has no routers; its report says where each rephrase's nearest stored
+query leads, and how the run scored it there (its ``predictions.jsonl.gz``):
+
+- **own** / **same target**: the nearest stored edit is the rephrase's own, or one with its
+  target; **in reach**: within ``radius`` (else deferred);
+- **generalization** of the rephrases routed in reach to their own edit, to another edit, and
+  of those deferred: how much of the missing generalization is routing and how much is the
+  edit not transferring;
+- **own by store size**: the same look-up with only the first m edits stored, for growing m.
+
+Written to ``<run>/routing.json`` and printed.
 """
 
 from __future__ import annotations
@@ -27,16 +39,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from elder import ELDER, load
 from elder.allocation import hamming, min_hamming, pack, topk_code
 from elder.editor import EditRecord
+from elder.encoding import encode
 from elder.method import guided_loss
 from elder.saved import SAVED_DIR, editor_class, run_config
 from experiments.checkpoint import latest
 from experiments.elder_analysis.allocation_codes import require_routers, router_scores
-from experiments.results import write_json
+from experiments.results import predictions_file, read_jsonl, write_json
 from experiments.runner import build
 
 KINDS = {"edit": "prompt", "rephrase": "rephrase", "locality": "loc_prompt"}
@@ -113,6 +127,96 @@ def report(editor: ELDER, records: list[EditRecord]) -> dict[str, Any]:
     }
 
 
+@torch.no_grad()
+def memory_queries(
+    editor: ELDER, prompts: list[str], targets: list[str], batch: int = 16
+) -> torch.Tensor:
+    """The routing queries (n, d) of prompts, encoded as the teacher-forced evaluation does."""
+    tok, out = editor.model.tokenizer, []
+    for i in tqdm(range(0, len(prompts), batch), desc="queries", leave=False):
+        enc = encode(tok, prompts[i : i + batch], targets[i : i + batch], editor.model.device)
+        out.append(editor.query(enc).float().cpu())
+    return torch.cat(out)
+
+
+def memory_report(
+    editor: ELDER, records: list[EditRecord], rephrase_exact: list[float]
+) -> dict[str, Any]:
+    """Where the rephrases of the first ``len(editor.memory)`` edits are routed by the nearest
+    stored query, and their exact-match generalization there (see the module doc)."""
+    memory, radius = editor.memory, editor.config.radius
+    n = min(len(records), len(memory), len(rephrase_exact))
+    if n == 0:
+        raise ValueError("the editor has no stored queries: it has edited nothing")
+    records = records[:n]
+    targets = [r.target for r in records]
+    query = memory_queries(editor, [r.rephrase for r in records], targets)  # (n, d)
+    distance, nearest = memory.nearest(query)  # (n,), (n,)
+    own = nearest == torch.arange(n)
+    same_target = torch.tensor(
+        [targets[j] == t for j, t in zip(nearest.tolist(), targets, strict=True)]
+    )
+    reach = distance <= radius
+    exact = torch.tensor(rephrase_exact[:n], dtype=torch.float)
+
+    def gen(mask: torch.Tensor) -> dict[str, float]:
+        return {"share": mask.float().mean().item(), "generalization": exact[mask].mean().item()}
+
+    keys = memory.keys
+    by_size = {}
+    for m in sorted({m for m in (50, 100, 200, 500, 1000, 2000, 4000) if m < n} | {n}):
+        sim = F.normalize(query[:m], dim=-1) @ keys[:m].T  # (m, m)
+        best, index = sim.max(-1)
+        own_m = index == torch.arange(m)
+        by_size[m] = {
+            "own": own_m.float().mean().item(),
+            "own_in_reach": (own_m & (1 - best <= radius)).float().mean().item(),
+        }
+    return {
+        "n": n,
+        "radius": radius,
+        "own": own.float().mean().item(),
+        "same_target": same_target.float().mean().item(),
+        "in_reach": reach.float().mean().item(),
+        "generalization": exact.mean().item(),
+        "routed": {
+            "own, in reach": gen(own & reach),
+            "other, in reach": gen(~own & reach),
+            "other with its target, in reach": gen(~own & same_target & reach),
+            "deferred": gen(~reach),
+        },
+        "distance": {
+            "own": distance[own].median().item() if own.any() else None,
+            "other": distance[~own].median().item() if (~own).any() else None,
+        },
+        "own_by_store_size": by_size,
+    }
+
+
+def render_memory(result: dict[str, Any]) -> str:
+    """The ``route=memory`` report as text."""
+    r = result
+    lines = [
+        f"{r['run_id']}: {r['n']} edits, route=memory, radius {r['radius']}, {r['source']}",
+        f"rephrases: nearest stored edit is their own {r['own']:.1%}, has their target "
+        f"{r['same_target']:.1%}; in reach {r['in_reach']:.1%}; "
+        f"generalization {r['generalization']:.3f}",
+        f"median distance to the nearest stored query: own {r['distance']['own']:.4f}, "
+        f"other {r['distance']['other']:.4f}",
+        "rephrases routed to                 share   generalization",
+        *(
+            f"  {k:<33} {v['share']:6.1%}   {v['generalization']:.3f}"
+            for k, v in r["routed"].items()
+        ),
+        "own by store size (first m edits stored, their rephrases looked up):",
+        *(
+            f"  m={m:<5} own {v['own']:.1%}   own and in reach {v['own_in_reach']:.1%}"
+            for m, v in r["own_by_store_size"].items()
+        ),
+    ]
+    return "\n".join(lines)
+
+
 def render(result: dict[str, Any]) -> str:
     """The report as text."""
     r = result
@@ -146,14 +250,18 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=None, help="first n edits (default: all)")
     args = parser.parse_args()
     editor, source = load_editor(args.run_dir, args.checkpoint)
-    records = build(run_config(args.run_dir).data).records
-    result = {
-        "run_id": args.run_dir.name,
-        "source": source,
-        **report(editor, records[: args.n]),
-    }
+    records = build(run_config(args.run_dir).data).records[: args.n]
+    head = {"run_id": args.run_dir.name, "source": source}
+    if editor.memory is not None:
+        rows = read_jsonl(predictions_file(args.run_dir))
+        exact = [row["exact"] for row in rows if row["split"] == "rephrase"]
+        result = {**head, **memory_report(editor, records, exact)}
+        text = render_memory(result)
+    else:
+        result = {**head, **report(editor, records)}
+        text = render(result)
     write_json(args.run_dir / OUT_NAME, result)
-    print(render(result))
+    print(text)
 
 
 if __name__ == "__main__":

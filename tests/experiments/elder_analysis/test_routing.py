@@ -1,12 +1,13 @@
 """The routing report of an ELDER run: codes, drift from the stored codes, presets, deferral."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 
 from elder.allocation import pack
-from experiments.elder_analysis.routing import load_editor, report
+from experiments.elder_analysis.routing import load_editor, memory_report, report
 from experiments.runner import run
 from tests.conftest import compose_cfg, tiny
 from tests.elder.test_elder import _elder, _records
@@ -81,3 +82,28 @@ def test_a_run_of_another_method_is_refused_before_any_model_is_built(tmp_path):
     (tmp_path / "config.yaml").write_text("method:\n  _target_: baselines.grace.GRACE\n")
     with pytest.raises(ValueError, match="not an ELDER run"):
         load_editor(tmp_path, checkpoint=False)
+
+
+def _memory_editor(records):
+    editor = _elder(
+        tiny("llama"), route="memory", query="residual", query_block=1, radius=0.5, iterations=1
+    )
+    for i in range(0, len(records), 2):
+        editor.edit(records[i : i + 2])
+    return editor
+
+
+def test_route_memory_reports_a_rephrase_identical_to_its_edit_as_routed_to_its_own_edit():
+    records = [replace(r, rephrase=r.prompt) for r in _records(4)]
+    result = memory_report(_memory_editor(records), records, [1.0, 0.0, 1.0, 1.0])
+    assert result["n"] == 4
+    assert result["own"] == result["same_target"] == result["in_reach"] == 1.0
+    assert result["routed"]["own, in reach"] == {"share": 1.0, "generalization": 0.75}
+    assert result["routed"]["deferred"]["share"] == 0.0
+    assert result["own_by_store_size"] == {4: {"own": 1.0, "own_in_reach": 1.0}}
+
+
+def test_route_memory_report_of_an_editor_that_stored_nothing_is_refused():
+    editor = _elder(tiny("llama"), route="memory", query="residual", query_block=1)
+    with pytest.raises(ValueError, match="edited nothing"):
+        memory_report(editor, _records(2), [0.0, 0.0])
