@@ -8,11 +8,16 @@ model's ``query_block`` at the last token), the first ``--n-edits`` edit prompts
 as ``route=memory`` stores them. Then, by cosine distance to the nearest stored query:
 
 - **own** / **target**: the rephrases whose nearest stored edit is their own edit, or one
-  with their target (which is what generalization needs);
-- **radius**, calibrated on data that no evaluated input is part of, two ways:
+  with their target (which is what generalization needs); **other, same subject**: another
+  edit about the same subject (zsRE asks some questions more than once, each time with
+  another target); **own, subject alone**: own, among the edits whose subject no other edit
+  of the stream has;
+- **radius**, calibrated on data that no evaluated input is part of, three ways:
   - ``cf 1%``: ``--calibration`` CounterFact cases outside the stream, their prompts
     stored; the largest radius at which at most 1% of their locality prompts (same
     relation, another subject) are in reach;
+  - ``cf 95%``: the same CounterFact cases; the radius that reaches 95% of their
+    rephrases;
   - ``zsre 95%``: the zsRE records after the first 1000 (outside every stream of up to 1000
     edits), their prompts stored; the radius that reaches 95% of their rephrases;
 - at each radius: rephrases in reach and routed to their target, and locality prompts and
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -94,7 +100,7 @@ def measure(
     stream, model = build(cfg.data), build(cfg.model)
     records = stream.records
     fc_module = cfg.model.layers.elder.pattern.format(cfg.model.layers.elder.query_block)
-    fields = ("prompt", "locality_prompt")
+    fields = ("prompt", "locality_prompt", "rephrase_prompt")
     outside = outside_records(CALIBRATION, records, 0, fields)[:calibration]
     evaluated = {t for r in records for t in (r.prompt, r.rephrase, r.loc_prompt)}
     path, first = HELD_OUT
@@ -111,17 +117,27 @@ def measure(
 
     edit, rephrase, loc = (q([getattr(r, f) for r in records]) for f in KINDS)
     task = q(tasks)
-    cal_key, cal_neg = (q([c[f] for c in outside]) for f in fields)
+    cal_key, cal_neg, cal_rephrase = (q([c[f] for c in outside]) for f in fields)
     dev_key, dev_rephrase = (q([r[f] for r in held_out]) for f in ("src", "rephrase"))
     if not held_out:
         print(f"{path} has no record after the first {first}: no zsre calibration", flush=True)
     targets = [r.target for r in records]
+    subjects = [r.subject or f"#{i}" for i, r in enumerate(records)]  # none: its own
+    counts = Counter(subjects)
+    alone = torch.tensor([counts[s] == 1 for s in subjects])  # no other edit is about it
     rows = []
     for name in edit:
         d_rep, idx = nearest(rephrase[name], edit[name])
-        hit = torch.tensor([targets[j] == t for j, t in zip(idx.tolist(), targets, strict=True)])
+        nearest_edit = idx.tolist()
+        hit = torch.tensor([targets[j] == t for j, t in zip(nearest_edit, targets, strict=True)])
+        own = idx == torch.arange(len(records))
+        about = [subjects[j] == s for j, s in zip(nearest_edit, subjects, strict=True)]
+        subject = ~own & torch.tensor(about)
         d_loc, d_task = (nearest(x[name], edit[name])[0] for x in (loc, task))
-        radii = {"cf 1%": nearest(cal_neg[name], cal_key[name])[0].quantile(0.01).item()}
+        radii = {
+            "cf 1%": nearest(cal_neg[name], cal_key[name])[0].quantile(0.01).item(),
+            "cf 95%": nearest(cal_rephrase[name], cal_key[name])[0].quantile(0.95).item(),
+        }
         if held_out:  # a file of at most 1000 records (the tests' fixture) holds none
             d_dev = nearest(dev_rephrase[name], dev_key[name])[0]
             radii["zsre 95%"] = d_dev.quantile(0.95).item()
@@ -129,8 +145,10 @@ def measure(
             rows.append(
                 {
                     "query": name,
-                    "own": _share(idx == torch.arange(len(records))),
+                    "own": _share(own),
                     "target": _share(hit),
+                    "other, same subject": _share(subject),
+                    "own, subject alone": _share(own[alone]) if alone.any() else float("nan"),
                     "calibration": calibration_name,
                     "radius": radius,
                     "rephrase in reach, its target": _share((d_rep <= radius) & hit),
@@ -143,6 +161,7 @@ def measure(
         "model": cfg.model.name,
         "calibration": len(outside),
         "held_out": len(held_out),
+        "subject_shared": int((~alone).sum()),
         "tasks": len(tasks),
     }
     return rows, info
@@ -180,7 +199,8 @@ def main() -> None:
         [
             f"model {info['model']}; calibration: {info['calibration']} CounterFact train "
             f"cases outside the stream, {info['held_out']} held-out zsRE records; "
-            f"{info['tasks']} retention-task inputs"
+            f"{info['tasks']} retention-task inputs; {info['subject_shared']} of the "
+            f"{args.n_edits} edits share their subject with another edit of the stream"
         ],
         keys,
         [list(r.values()) for r in rows],

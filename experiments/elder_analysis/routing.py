@@ -25,7 +25,12 @@ query leads, and how the run scored it there (its ``predictions.jsonl.gz``):
   target; **in reach**: within ``radius`` (else deferred);
 - **generalization** of the rephrases routed in reach to their own edit, to another edit, and
   of those deferred: how much of the missing generalization is routing and how much is the
-  edit not transferring;
+  edit not transferring; and to another edit about the same subject (zsRE asks some questions
+  more than once, with another target each time);
+- **by subject**: own routing and generalization of the edits whose subject no other edit of
+  the stream has, and of those whose subject recurs;
+- **by position**: the generalization of the rephrases routed to their own edit, for each
+  fifth of the stream (whether later edits, on fuller LoRAs, transfer less);
 - **own by store size**: the same look-up with only the first m edits stored, for growing m.
 
 Written to ``<run>/routing.json`` and printed.
@@ -35,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -156,11 +162,20 @@ def memory_report(
     same_target = torch.tensor(
         [targets[j] == t for j, t in zip(nearest.tolist(), targets, strict=True)]
     )
+    subjects = [r.subject or f"#{i}" for i, r in enumerate(records)]  # none: its own
+    same_subject = ~own & torch.tensor(
+        [subjects[j] == s for j, s in zip(nearest.tolist(), subjects, strict=True)]
+    )
+    counts = Counter(subjects)
+    shared = torch.tensor([counts[s] > 1 for s in subjects])  # another edit is about it too
     reach = distance <= radius
     exact = torch.tensor(rephrase_exact[:n], dtype=torch.float)
 
     def gen(mask: torch.Tensor) -> dict[str, float]:
         return {"share": mask.float().mean().item(), "generalization": exact[mask].mean().item()}
+
+    def by_subject(mask: torch.Tensor) -> dict[str, float]:
+        return {**gen(mask), "own": own[mask].float().mean().item()}
 
     keys = memory.keys
     by_size = {}
@@ -172,6 +187,11 @@ def memory_report(
             "own": own_m.float().mean().item(),
             "own_in_reach": (own_m & (1 - best <= radius)).float().mean().item(),
         }
+    fifths = torch.arange(n) * 5 // n  # (n,) which fifth of the stream each edit is in
+    by_position = {
+        f"{part * n // 5}-{(part + 1) * n // 5}": gen(own & reach & (fifths == part))
+        for part in range(5)
+    }
     return {
         "n": n,
         "radius": radius,
@@ -183,6 +203,7 @@ def memory_report(
             "own, in reach": gen(own & reach),
             "other, in reach": gen(~own & reach),
             "other with its target, in reach": gen(~own & same_target & reach),
+            "other about its subject, in reach": gen(same_subject & reach),
             "deferred": gen(~reach),
         },
         "distance": {
@@ -190,6 +211,8 @@ def memory_report(
             "other": distance[~own].median().item() if (~own).any() else None,
         },
         "own_by_store_size": by_size,
+        "subject": {"its own": by_subject(~shared), "shared": by_subject(shared)},
+        "own_by_position": by_position,
     }
 
 
@@ -207,6 +230,17 @@ def render_memory(result: dict[str, Any]) -> str:
         *(
             f"  {k:<33} {v['share']:6.1%}   {v['generalization']:.3f}"
             for k, v in r["routed"].items()
+        ),
+        "rephrases by subject               share   own     generalization",
+        *(
+            f"  {k + ' (in the stream)':<33} {v['share']:6.1%}  {v['own']:6.1%}  "
+            f"{v['generalization']:.3f}"
+            for k, v in r["subject"].items()
+        ),
+        "routed to their own edit, by position in the stream (share of all rephrases):",
+        *(
+            f"  edits {k:<11} {v['share']:6.1%}   generalization {v['generalization']:.3f}"
+            for k, v in r["own_by_position"].items()
         ),
         "own by store size (first m edits stored, their rephrases looked up):",
         *(

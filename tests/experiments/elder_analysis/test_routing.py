@@ -103,6 +103,24 @@ def test_route_memory_reports_a_rephrase_identical_to_its_edit_as_routed_to_its_
     assert result["own_by_store_size"] == {4: {"own": 1.0, "own_in_reach": 1.0}}
 
 
+def test_route_memory_report_splits_edits_by_whether_their_subject_recurs_in_the_stream():
+    records = [replace(r, rephrase=r.prompt, subject=s) for r, s in zip(_records(4), "aabc")]
+    result = memory_report(_memory_editor(records), records, [1.0, 0.0, 1.0, 1.0])
+    assert result["subject"]["shared"] == {"share": 0.5, "generalization": 0.5, "own": 1.0}
+    assert result["subject"]["its own"] == {"share": 0.5, "generalization": 1.0, "own": 1.0}
+    assert result["routed"]["other about its subject, in reach"]["share"] == 0.0
+
+
+def test_route_memory_report_gives_own_routed_generalization_per_fifth_of_the_stream():
+    records = [replace(r, rephrase=r.prompt) for r in _records(10)]
+    exact = [1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0]
+    result = memory_report(_memory_editor(records), records, exact)
+    parts = result["own_by_position"]
+    assert list(parts) == ["0-2", "2-4", "4-6", "6-8", "8-10"]
+    assert [p["generalization"] for p in parts.values()] == [1.0, 0.0, 1.0, 0.5, 0.0]
+    assert [p["share"] for p in parts.values()] == pytest.approx([0.2] * 5)
+
+
 def test_route_memory_report_of_an_editor_that_stored_nothing_is_refused():
     editor = _elder(tiny("llama"), route="memory", query="residual", query_block=1)
     with pytest.raises(ValueError, match="edited nothing"):
