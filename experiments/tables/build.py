@@ -13,7 +13,7 @@ from experiments.tables.options_table import options_table
 from experiments.tables.readings_table import readings_table
 from experiments.tables.render import Table, to_markdown, to_tex
 from experiments.tables.retention_tables import table2, table7_10
-from experiments.tables.routing_table import routing_table
+from experiments.tables.routing_table import memory_routing_table, routing_table
 from experiments.tables.runs import Runs, load_runs
 from experiments.tables.summary_table import summary_table
 
@@ -53,6 +53,11 @@ BUILDERS: list[tuple[Callable[[Runs], Table], str]] = [
         routing_table,
         "not in the paper: how each ELDER run with a routing report routes its own edits "
         "after the stream (stored codes, drift, presets, deferral)",
+    ),
+    (
+        memory_routing_table,
+        "not in the paper: where each ELDER+ (route=memory) run routes its rephrases, and "
+        "their generalization there",
     ),
 ]
 FIGURES = {

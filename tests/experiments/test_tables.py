@@ -22,7 +22,7 @@ from experiments.tables.names import ELDER_STUDY_BASE
 from experiments.tables.options_table import options_table
 from experiments.tables.render import MISSING, Num, to_markdown, to_tex
 from experiments.tables.retention_tables import table2
-from experiments.tables.routing_table import routing_table
+from experiments.tables.routing_table import memory_routing_table, routing_table
 from experiments.tables.runs import Runs, Spec, deciding, load_runs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -374,6 +374,26 @@ def test_the_routing_table_has_a_row_per_elder_run_with_a_routing_report(tmp_pat
     assert line[:4] == ["with", "lam=1.0", "200 (132)", "198"]
     assert line[5] == Num(2.5, digits=1)
     assert table.runs == {"CounterFact · SmolLM2-135M": ["with"]}
+
+
+def test_a_route_memory_routing_report_fills_the_memory_routing_table_only(tmp_path):
+    part = {"share": 0.5, "generalization": 0.25}
+    report = {
+        "n": 4,
+        "own": 0.75,
+        "same_target": 1.0,
+        "in_reach": 1.0,
+        "generalization": 0.5,
+        "routed": {"own, in reach": part, "deferred": {"share": 0.0, "generalization": 0.0}},
+    }
+    (tmp_path / "runs" / "memory").mkdir(parents=True)
+    (tmp_path / "runs" / "memory" / "routing.json").write_text(json.dumps(report))
+    runs = write_runs(tmp_path, [row("memory")])
+    assert routing_table(runs).blocks == []
+    (block,) = memory_routing_table(runs).blocks
+    (line,) = block.rows
+    assert line[0] == "memory" and line[3] == Num(75.0, digits=1)
+    assert line[7:] == ["50.0 / 25.0", "–", "0.0 / 0.0", "–", "–"]  # older reports: no subject
 
 
 def with_config(results: Path, run_id: str, config: str) -> dict[str, object]:
