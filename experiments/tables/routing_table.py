@@ -33,7 +33,7 @@ def _row(row: Row, report: dict, variant: dict) -> list[Num | str]:
 
 def _reports(
     runs: Runs, memory: bool, to_row: Callable[[Row, dict, dict], list[Num | str]]
-) -> tuple[dict[str, list[list[Num | str]]], dict[str, list[str]]]:
+) -> tuple[list[Block], dict[str, list[str]]]:
     """Rows of the ELDER runs with a routing report of one kind (``route=memory`` or
     routers), by dataset and model, and the run ids of each block."""
     blocks: dict[str, list[list[Num | str]]] = {}
@@ -49,7 +49,7 @@ def _reports(
         label = f"{name(row['data'])} · {name(row['model'])}"
         blocks.setdefault(label, []).append(to_row(row, report, runs.variant(row)))
         listed.setdefault(label, []).append(run_id)
-    return blocks, listed
+    return [Block(label, body) for label, body in blocks.items()], listed
 
 
 def _variant(variant: dict) -> str:
@@ -76,7 +76,7 @@ def routing_table(runs: Runs) -> Table:
         name="routing",
         title="ELDER routing after the stream: do edits keep the code they were stored with?",
         header=header,
-        blocks=[Block(label, body) for label, body in blocks.items()],
+        blocks=blocks,
         notes=[
             "From `python -m experiments.elder_analysis.routing results/runs/<run> [--checkpoint]` "
             "(`<run>/routing.json`): the edited model routes each edit prompt of its stream. "
@@ -89,6 +89,19 @@ def routing_table(runs: Runs) -> Table:
         ],
         runs=listed,
     )
+
+
+MEMORY_NOTE = (
+    "From `python -m experiments.elder_analysis.routing results/runs/<run>` "
+    "(`<run>/routing.json`). Each rephrase of the stream is routed as at inference, "
+    "by the nearest stored query. *Own* / *same target*: that query is its own edit's, "
+    "or one with its target; *in reach*: within the run's radius, else deferred. The "
+    "routed columns give the share of rephrases and their exact-match generalization "
+    "there; *other, same subject*: another edit about the same subject. *Subject its "
+    "own* / *shared*: the edits whose subject no other edit of the stream has, and the "
+    "rest (zsRE's first 1000 records ask some questions several times, each time with "
+    "another target)."
+)
 
 
 def _memory_row(row: Row, report: dict, variant: dict) -> list[Num | str]:
@@ -137,17 +150,7 @@ def memory_routing_table(runs: Runs) -> Table:
             "subject its own: own % / Gen.",
             "subject shared: own % / Gen.",
         ],
-        blocks=[Block(label, body) for label, body in blocks.items()],
-        notes=[
-            "From `python -m experiments.elder_analysis.routing results/runs/<run>` "
-            "(`<run>/routing.json`). Each rephrase of the stream is routed as at inference, "
-            "by the nearest stored query. *Own* / *same target*: that query is its own edit's, "
-            "or one with its target; *in reach*: within the run's radius, else deferred. The "
-            "routed columns give the share of rephrases and their exact-match generalization "
-            "there; *other, same subject*: another edit about the same subject. *Subject its "
-            "own* / *shared*: the edits whose subject no other edit of the stream has, and the "
-            "rest (zsRE's first 1000 records ask some questions several times, each time with "
-            "another target).",
-        ],
+        blocks=blocks,
+        notes=[MEMORY_NOTE],
         runs=listed,
     )
