@@ -23,7 +23,8 @@ def test_a_candidate_query_is_the_one_route_memory_computes(arch):
 def test_every_candidate_gets_shares_and_a_radius_from_outside_cases():
     rows, info = measure(["model=tiny_llama", "data.n_edits=8"], [1], 4, 2)
     queries = ["paper (fc input, last)", "block 1, last", "block 1, mean"]
-    calibrations = ["cf 1%", "cf 95%"] + (["zsre 95%"] if info["held_out"] else [])  # none in the fixture
+    held_out = ["zsre 95%"] if info["held_out"] else []  # none in the fixture
+    calibrations = ["cf 1%", "cf 95%", *held_out]
     assert [(r["query"], r["calibration"]) for r in rows] == [
         (q, c) for q in queries for c in calibrations
     ]

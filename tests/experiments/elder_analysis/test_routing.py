@@ -104,7 +104,10 @@ def test_route_memory_reports_a_rephrase_identical_to_its_edit_as_routed_to_its_
 
 
 def test_route_memory_report_splits_edits_by_whether_their_subject_recurs_in_the_stream():
-    records = [replace(r, rephrase=r.prompt, subject=s) for r, s in zip(_records(4), "aabc")]
+    subjects = "aabc"  # edits 0 and 1 are about one subject
+    records = [
+        replace(r, rephrase=r.prompt, subject=s) for r, s in zip(_records(4), subjects, strict=True)
+    ]
     result = memory_report(_memory_editor(records), records, [1.0, 0.0, 1.0, 1.0])
     assert result["subject"]["shared"] == {"share": 0.5, "generalization": 0.5, "own": 1.0}
     assert result["subject"]["its own"] == {"share": 0.5, "generalization": 1.0, "own": 1.0}
