@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from baselines.outside import outside_records
 from elder.data import data_file
+from elder.editor import EditRecord
 from elder.encoding import left_pad
 from elder.memory import pool
 from elder.models import LoadedModel, get_module
@@ -86,6 +87,17 @@ def queries(
     return {name: torch.cat(qs) for name, qs in out.items()}
 
 
+def subjects_of(records: list[EditRecord]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which edits share their subject with another edit of the stream (n,) bool, and the
+    (n, n) bool matrix of pairs about one subject; an edit without a subject has its own."""
+    subjects = [r.subject or f"#{i}" for i, r in enumerate(records)]
+    counts = Counter(subjects)
+    shared = torch.tensor([counts[s] > 1 for s in subjects])
+    ids = {s: i for i, s in enumerate(counts)}
+    codes = torch.tensor([ids[s] for s in subjects])  # (n,) one id per subject
+    return shared, codes[:, None] == codes[None, :]
+
+
 def nearest(q: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Cosine distance (n,) to the nearest of keys (M, d), and its index (n,)."""
     best, index = (F.normalize(q, dim=-1) @ F.normalize(keys, dim=-1).T).max(-1)
@@ -122,17 +134,15 @@ def measure(
     if not held_out:
         print(f"{path} has no record after the first {first}: no zsre calibration", flush=True)
     targets = [r.target for r in records]
-    subjects = [r.subject or f"#{i}" for i, r in enumerate(records)]  # none: its own
-    counts = Counter(subjects)
-    alone = torch.tensor([counts[s] == 1 for s in subjects])  # no other edit is about it
+    shared, same = subjects_of(records)
+    alone = ~shared  # no other edit is about its subject
     rows = []
     for name in edit:
         d_rep, idx = nearest(rephrase[name], edit[name])
         nearest_edit = idx.tolist()
         hit = torch.tensor([targets[j] == t for j, t in zip(nearest_edit, targets, strict=True)])
         own = idx == torch.arange(len(records))
-        about = [subjects[j] == s for j, s in zip(nearest_edit, subjects, strict=True)]
-        subject = ~own & torch.tensor(about)
+        subject = ~own & same[torch.arange(len(records)), idx]
         d_loc, d_task = (nearest(x[name], edit[name])[0] for x in (loc, task))
         radii = {
             "cf 1%": nearest(cal_neg[name], cal_key[name])[0].quantile(0.01).item(),

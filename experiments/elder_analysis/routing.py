@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +55,7 @@ from elder.method import guided_loss
 from elder.saved import SAVED_DIR, editor_class, run_config
 from experiments.checkpoint import latest
 from experiments.elder_analysis.allocation_codes import require_routers, router_scores
+from experiments.elder_analysis.queries import subjects_of
 from experiments.results import predictions_file, read_jsonl, write_json
 from experiments.runner import build
 
@@ -162,12 +162,8 @@ def memory_report(
     same_target = torch.tensor(
         [targets[j] == t for j, t in zip(nearest.tolist(), targets, strict=True)]
     )
-    subjects = [r.subject or f"#{i}" for i, r in enumerate(records)]  # none: its own
-    same_subject = ~own & torch.tensor(
-        [subjects[j] == s for j, s in zip(nearest.tolist(), subjects, strict=True)]
-    )
-    counts = Counter(subjects)
-    shared = torch.tensor([counts[s] > 1 for s in subjects])  # another edit is about it too
+    shared, same = subjects_of(records)  # (n,), (n, n)
+    same_subject = ~own & same[torch.arange(n), nearest]
     reach = distance <= radius
     exact = torch.tensor(rephrase_exact[:n], dtype=torch.float)
 
