@@ -42,6 +42,8 @@ from experiments.results import machine, write_json
 
 CHECKPOINT_DIR, LATEST, BASE_EVAL = "checkpoint", "latest.json", "base_eval.json"
 RUN_KEYS = ("resume", "hydra")  # overrides that may differ from the resumed run's config
+# ... and the one a resume may change: how often it checkpoints, which leaves its results alone
+RESUME_KEYS = ("checkpoint",)
 
 
 def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -201,7 +203,8 @@ class Checkpoints:
 
 
 def resume_config(cfg: DictConfig, overrides: tuple[str, ...]) -> DictConfig:
-    """The config of the run folder ``cfg.resume``; refuses overrides that would change it."""
+    """The config of the run folder ``cfg.resume``; refuses overrides that would change it,
+    except ``checkpoint.*``, which it applies (a slow run may checkpoint more often)."""
     run_dir = Path(cfg.resume)
     file = run_dir / "config.yaml"
     if not file.is_file():
@@ -213,6 +216,9 @@ def resume_config(cfg: DictConfig, overrides: tuple[str, ...]) -> DictConfig:
     for item in overrides:
         key, _, _ = item.lstrip("+~").partition("=")
         if key.split(".")[0] in RUN_KEYS:
+            continue
+        if key.split(".")[0] in RESUME_KEYS:
+            OmegaConf.update(saved, key, _plain(OmegaConf.select(cfg, key)))
             continue
         given, before = (_plain(OmegaConf.select(c, key)) for c in (cfg, saved))
         if given != before:

@@ -200,6 +200,12 @@ def test_resume_refuses_overrides_that_change_the_run(tmp_path):
     assert resume_config(compose_cfg(*same), same).resume == str(tmp_path)
 
 
+def test_resume_may_checkpoint_more_often(tmp_path):
+    (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml(compose_cfg(), resolve=True))
+    overrides = (f"resume={tmp_path}", "checkpoint.every=5")
+    assert resume_config(compose_cfg(*overrides), overrides).checkpoint.every == 5
+
+
 def test_a_half_written_checkpoint_is_never_read(tmp_path):
     records = _records(8)
     editor = _elder(tiny("llama"), iterations=2)
