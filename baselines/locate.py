@@ -14,15 +14,15 @@ the block (MEMIT, AlphaEdit), at the bare prompt's last subject token.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from elder import trunk
-from elder.editor import EditRecord, Encoded
-from elder.encoding import encode
+from elder.editor import EditRecord, Encoded, check_subjects
+from elder.encoding import encode, subject_last_token
 from elder.models import LoadedModel
 
 KL_PROMPT = "{} is a"  # ROME's "essence" prompt for the KL term
@@ -38,22 +38,6 @@ class FitOptions(Protocol):
     clamp_norm_factor: float
     stop_loss: float
     fast_path: bool
-
-
-def subject_last_token(tokenizer: Any, text: str, subject_end: int) -> int:
-    """Index of the token holding character ``subject_end - 1`` of ``text``."""
-    offsets = tokenizer(text, return_offsets_mapping=True).offset_mapping
-    return max(i for i, (s, e) in enumerate(offsets) if e > s and s < subject_end)
-
-
-def check_subjects(method: str, records: list[EditRecord]) -> None:
-    """A ValueError naming the first record whose subject is empty or not in its prompt."""
-    for r in records:
-        if not r.subject or r.subject not in r.prompt:
-            raise ValueError(
-                f"{method}: subject {r.subject!r} of record case_id={r.case_id} is not in its "
-                f"prompt {r.prompt!r}"
-            )
 
 
 def subject_rows(

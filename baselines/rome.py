@@ -26,10 +26,10 @@ from typing import Any
 import torch
 
 from baselines._common import block_of
-from baselines.locate import check_subjects, fit_delta, subject_rows
+from baselines.locate import fit_delta, subject_rows
 from baselines.one_layer import fc_layer, weight_out_in
 from baselines.rome_stats import cached_second_moment
-from elder.editor import Editor, EditRecord, Encoded
+from elder.editor import Editor, EditRecord, Encoded, check_subjects
 from elder.models import LoadedModel
 from elder.prefixes import generate_prefixes
 

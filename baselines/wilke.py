@@ -27,11 +27,11 @@ from typing import Any
 
 import torch
 
-from baselines.locate import check_subjects, subject_rows
+from baselines.locate import subject_rows
 from baselines.one_layer import weight_out_in
 from baselines.rome import ROME, ROMEOptions
 from baselines.rome_stats import cached_second_moments
-from elder.editor import Editor, EditRecord
+from elder.editor import Editor, EditRecord, check_subjects
 from elder.models import LoadedModel
 
 

@@ -11,7 +11,7 @@ LORA_INITS = ("reference", "peft")
 OPTIMIZERS = ("per_batch", "stream")
 LABELS = ("fact", "target")
 ROUTES = ("router", "memory")
-POOLS = ("last", "mean")
+POOLS = ("last", "mean", "subject")
 PROTECTS = ("none", "null_space")
 STEPS = ("eager", "cuda_graph")
 
@@ -65,7 +65,9 @@ class ELDERConfig:
     # ``routing`` then play no part: training uses the preset allocation, each LoRA gated 1/k.
     route: str = "router"
     radius: float = 0.05  # route=memory: defer where 1 - cos(query, nearest stored) > radius
-    query_pool: str = "last"  # the query: "last" prompt token (the paper) or "mean" of the prompt
+    # The query: the "last" prompt token (the paper), the "mean" of the prompt, or (route=memory
+    # only) "subject": an edit's at its subject's last token, an input matched at its best token
+    query_pool: str = "last"
     rehearse: int = 0  # stored edits (texts kept) replayed in every later batch
     stop_loss: float = 0.0  # end a batch's iterations once its model loss is below; 0 = never
     # Each new edit also trains after this many short texts the unedited model samples once per
@@ -127,6 +129,11 @@ class ELDERConfig:
                 self.protect == "none" or self.route == "memory",
                 f"protect={self.protect} needs route=memory: with routers a stored edit's "
                 "allocation drifts, and no LoRA's inputs can be protected",
+            ),
+            (
+                self.query_pool != "subject" or self.route == "memory",
+                "query_pool=subject needs route=memory: a router takes one query vector per "
+                "input, not a set of tokens",
             ),
             (0 < self.protect_tol < 1, f"protect_tol must be in (0, 1), got {self.protect_tol}"),
             (self.step in STEPS, f"step must be one of {STEPS}, got {self.step!r}"),

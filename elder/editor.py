@@ -19,7 +19,14 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from elder.encoding import Encoded, encode
 from elder.models import LoadedModel
 
-__all__ = ["EditRecord", "Editor", "Encoded", "ForwardOutput", "GenerateOutput"]
+__all__ = [
+    "EditRecord",
+    "Editor",
+    "Encoded",
+    "ForwardOutput",
+    "GenerateOutput",
+    "check_subjects",
+]
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,16 @@ class EditRecord:
     def fact_label(self) -> str:
         """The edit's fact label: the phrasings of one fact share it (ELDER's default)."""
         return self.fact or f"prompt:{self.prompt}"
+
+
+def check_subjects(method: str, records: list[EditRecord]) -> None:
+    """A ValueError naming the first record whose subject is empty or not in its prompt."""
+    for r in records:
+        if not r.subject or r.subject not in r.prompt:
+            raise ValueError(
+                f"{method}: subject {r.subject!r} of record case_id={r.case_id} is not in its "
+                f"prompt {r.prompt!r}"
+            )
 
 
 @dataclass

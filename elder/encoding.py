@@ -52,6 +52,12 @@ def split_ids(tokenizer: Any, prompt: str, target: str) -> tuple[list[int], list
     return prompt_ids, tokenizer(f" {target}", add_special_tokens=False).input_ids
 
 
+def subject_last_token(tokenizer: Any, text: str, subject_end: int) -> int:
+    """Index of the token holding character ``subject_end - 1`` of ``text``."""
+    offsets = tokenizer(text, return_offsets_mapping=True).offset_mapping
+    return max(i for i, (s, e) in enumerate(offsets) if e > s and s < subject_end)
+
+
 def encode(
     tokenizer: Any,
     prompts: Sequence[str],

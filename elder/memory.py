@@ -2,6 +2,8 @@
 
     route=memory:  alloc(x) = alloc(e*),  e* = argmax_e cos(q(x), q_e)
                    defer x  where  1 - cos(q(x), q_e*) > radius
+    query_pool=subject:  q_e = h_e at the last token of e's subject, and an input is matched
+                   at its best prompt token t:  cos(q(x), q_e) = max_t cos(h_x[t], q_e)
     rehearse=m:    each edit batch also trains m stored edits drawn at random (seeded)
 
 The query of an input is read below the first MoLoRA layer, where the model is frozen, so a
@@ -21,26 +23,47 @@ from elder.editor import EditRecord
 
 
 def pool(
-    h: torch.Tensor, attention_mask: torch.Tensor, prompt_last: torch.Tensor, how: str
+    h: torch.Tensor,
+    attention_mask: torch.Tensor,
+    prompt_last: torch.Tensor,
+    how: str,
+    subject_last: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Each sequence's query from the hidden states h (B, T, d) -> (B, d).
+    """Each sequence's query from the hidden states h (B, T, d) -> (B, d), or (B, T, d).
 
     ``last``: the vector at the last prompt token. ``mean``: the mean over the prompt's
     tokens after its first one (the first token of a sequence holds the attention sink's
-    outlier norm in most LMs, BOS or not); a one-token prompt gives that token. Padding on
-    either side is skipped.
+    outlier norm in most LMs, BOS or not); a one-token prompt gives that token. ``subject``:
+    an edit's query is the vector at its subject's last token ``subject_last`` (B,); any other
+    input's is the set of those same prompt tokens (B, T, d), zero elsewhere, which
+    ``QueryMemory.nearest`` matches token by token. Padding on either side is skipped.
     """
     rows = torch.arange(h.shape[0], device=h.device)
     if how == "last":
         return h[rows, prompt_last]
+    if how == "subject" and subject_last is not None:
+        return h[rows, subject_last]
     positions = torch.arange(h.shape[1], device=h.device)[None]  # (1, T)
     real = attention_mask.bool() & (positions <= prompt_last[:, None])  # (B, T) the prompt
     first = real.int().argmax(1)  # (B,) first real token (rows may be left-padded)
     tail = real & (positions > first[:, None])
     tail[rows, first] |= ~tail.any(1)  # a one-token prompt keeps its token
+    h = torch.where(tail[..., None], h, 0)  # padding (even NaN) cannot leak into the query
+    if how == "subject":
+        return h  # (B, T, d)
     weights = tail.to(h.dtype) / tail.sum(1, keepdim=True).to(h.dtype)  # (B, T)
-    h = torch.where(tail[..., None], h, 0)  # padding (even NaN) cannot leak into the mean
     return torch.einsum("bt,btd->bd", weights, h)
+
+
+def similarity(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity (B, M) of queries (B, d) to unit keys (M, d); a token set (B, T, d)
+    (``pool(..., "subject")``) counts its best token, its all-zero tokens none."""
+    q = F.normalize(queries.detach().float().cpu(), dim=-1)
+    sim = q @ keys.T  # (B, M) or (B, T, M)
+    if q.dim() == 2:
+        return sim
+    outside = (q == 0).all(-1, keepdim=True)  # (B, T, 1) tokens not in the set
+    return sim.masked_fill(outside, -1.0).max(1).values
 
 
 class QueryMemory:
@@ -65,13 +88,13 @@ class QueryMemory:
         self.keys, self.allocations = keys, allocations
 
     def nearest(self, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cosine distance (B,) to the nearest stored query, and that edit's index (B,);
-        distance 2 (the largest) where nothing is stored."""
+        """Cosine distance (B,) to the nearest stored query of queries (B, d) or token sets
+        (B, T, d), and that edit's index (B,); distance 2 (the largest) where nothing is
+        stored."""
         if not len(self):
             b = queries.shape[0]
             return torch.full((b,), 2.0), torch.zeros(b, dtype=torch.long)
-        sim = F.normalize(queries.detach().float().cpu(), dim=-1) @ self.keys.T  # (B, M)
-        best, index = sim.max(-1)
+        best, index = similarity(queries, self.keys).max(-1)  # (B, M) -> (B,)
         return 1 - best, index
 
     def nbytes(self) -> int:

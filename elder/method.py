@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from elder import saved, trunk
 from elder.allocation import AllocationTable, min_hamming, pack, topk_code
 from elder.config import ELDERConfig, upgrade
-from elder.editor import Editor, EditRecord, Encoded
+from elder.editor import Editor, EditRecord, Encoded, check_subjects
+from elder.encoding import subject_last_token
 from elder.memory import QueryMemory, Rehearsal, pool
 from elder.models import LoadedModel, get_module, set_module
 from elder.molora import MoLoRALayer, io_features
@@ -139,12 +140,23 @@ class ELDER(Editor):
     # -- routing -----------------------------------------------------------------------------
 
     @torch.no_grad()
-    def query(self, enc: Encoded) -> torch.Tensor:
+    def query(self, enc: Encoded, edits: list[EditRecord] | None = None) -> torch.Tensor:
         """The routing query of each sequence (B, d): the query module's input at the last
         prompt token (or its mean over the prompt, ``query_pool``); nothing above the query
-        module is run."""
+        module is run. ``query_pool=subject``: the edits' own queries at their subjects' last
+        tokens, or without ``edits`` each input's set of prompt tokens (B, T, d)."""
         h = trunk.module_input(self.model, self._query_module(), enc)  # (B, T, d)
-        return pool(h, enc.attention_mask, enc.prompt_last, self.config.query_pool)
+        subject_last = None
+        if edits is not None and self.config.query_pool == "subject":
+            subject_last = torch.tensor(
+                [self._subject_last(r) for r in edits], device=enc.input_ids.device
+            )
+        return pool(h, enc.attention_mask, enc.prompt_last, self.config.query_pool, subject_last)
+
+    def _subject_last(self, record: EditRecord) -> int:
+        """The prompt's token holding the last character of (the last mention of) its subject."""
+        end = record.prompt.rfind(record.subject) + len(record.subject)
+        return subject_last_token(self.model.tokenizer, record.prompt, end)
 
     def scores(self, query: torch.Tensor) -> torch.Tensor:
         """Router scores of every MoLoRA layer: query (B, d) -> (B, L, N)."""
@@ -257,6 +269,8 @@ class ELDER(Editor):
         return scores.new_zeros(())
 
     def check_stream(self, records: list[EditRecord]) -> None:
+        if self.config.query_pool == "subject":
+            check_subjects("ELDER query_pool=subject", records)
         labels = {self.label_of(r) for r in records} | set(self.allocations.by_label)
         if len(labels) > self.allocations.capacity:
             cfg = self.config
@@ -274,7 +288,7 @@ class ELDER(Editor):
         preset = self.allocations.batch([self.label_of(r) for r in rows]).to(self.model.device)
         train_preset = preset if cfg.routing == "hard" or cfg.route == "memory" else None
         scheduler = self._schedule()
-        query = self.query(enc)  # (B, d), read below the first MoLoRA layer
+        query = self.query(enc, rows)  # (B, d), read below the first MoLoRA layer
         packed = None
         if cfg.fast_path:  # nothing below the first MoLoRA layer trains: it runs once per batch
             hidden = trunk.block_input(self.model, cfg.first_layer, enc)  # (B, T, d)

@@ -2,10 +2,11 @@
 
     python -m experiments.elder_analysis.queries --n-edits 200 --blocks 6,10,14,19
 
-For each candidate query (the residual stream entering a block, at the last prompt token or
-averaged over the prompt, ``method.query_pool``; and the paper's query, the FC input of the
-model's ``query_block`` at the last token), the first ``--n-edits`` edit prompts are stored
-as ``route=memory`` stores them. Then, by cosine distance to the nearest stored query:
+For each candidate query (the residual stream entering a block, ``method.query_pool``: at the
+last prompt token, averaged over the prompt, or ``subject``: a stored prompt's at its
+subject's last token, any other text matched at its best prompt token; and the paper's query,
+the FC input of the model's ``query_block`` at the last token), the first ``--n-edits`` edit
+prompts are stored as ``route=memory`` stores them. Then, by cosine distance to the nearest stored query:
 
 - **own** / **target**: the rephrases whose nearest stored edit is their own edit, or one
   with their target (which is what generalization needs); **other, same subject**: another
@@ -31,6 +32,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -38,10 +40,11 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from baselines.outside import outside_records
+from elder.config import POOLS
 from elder.data import data_file
 from elder.editor import EditRecord
-from elder.encoding import left_pad
-from elder.memory import pool
+from elder.encoding import left_pad, subject_last_token
+from elder.memory import pool, similarity
 from elder.models import LoadedModel, get_module
 from experiments.configs import compose
 from experiments.results import write_report
@@ -51,22 +54,28 @@ from experiments.streams.files import read_json
 
 CALIBRATION = "counterfact/counterfact-train.json"
 HELD_OUT = ("zsre/zsre_mend_eval_portability_gpt4.json", 1000)  # file, first held-out record
-KINDS = ("prompt", "rephrase", "loc_prompt")
 
 
 @torch.no_grad()
 def queries(
-    model: LoadedModel, texts: list[str], blocks: list[int], fc_module: str, batch: int = 16
-) -> dict[str, torch.Tensor]:
-    """Candidate queries of ``texts``: name -> (n, d) float32."""
-    tok, out = model.tokenizer, {}
+    model: LoadedModel,
+    texts: list[str],
+    blocks: list[int],
+    fc_module: str,
+    subjects: list[str] | None = None,
+    batch: int = 16,
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Candidate queries of ``texts``, batch by batch: name -> (b, d) float32, or for the
+    ``subject`` candidates without ``subjects`` each text's token set (b, T, d)."""
+    tok = model.tokenizer
     fc: dict[str, torch.Tensor] = {}
     handle = get_module(model.hf, fc_module).register_forward_pre_hook(
         lambda m, args: fc.__setitem__("v", args[0])
     )
     try:
         for i in tqdm(range(0, len(texts), batch), desc="queries", leave=False):
-            ids, mask = left_pad([tok(t).input_ids for t in texts[i : i + batch]], tok.pad_token_id)
+            chunk = texts[i : i + batch]
+            ids, mask = left_pad([tok(t).input_ids for t in chunk], tok.pad_token_id)
             ids, mask = ids.to(model.device), mask.to(model.device)
             last = torch.full((ids.shape[0],), ids.shape[1] - 1, device=ids.device)
             positions = (mask.cumsum(1) - 1).clamp_min(0)  # left padding: count from each text
@@ -76,15 +85,24 @@ def queries(
                 position_ids=positions,
                 output_hidden_states=True,
             )
+            subject_last = None
+            if subjects is not None:  # left padding shifts each text by its padding
+                pad = ids.shape[1] - mask.sum(1)
+                subject_last = pad + torch.tensor(
+                    [
+                        subject_last_token(tok, t, t.rfind(s) + len(s) if s in t else len(t))
+                        for t, s in zip(chunk, subjects[i : i + batch], strict=True)
+                    ],
+                    device=ids.device,
+                )
             found = {"paper (fc input, last)": pool(fc["v"], mask, last, "last")}
             for b in blocks:  # hidden_states[b]: the residual stream entering block b
-                for how in ("last", "mean"):
-                    found[f"block {b}, {how}"] = pool(hidden.hidden_states[b], mask, last, how)
-            for name, q in found.items():
-                out.setdefault(name, []).append(q.float().cpu())
+                for how in POOLS:
+                    h = hidden.hidden_states[b]
+                    found[f"block {b}, {how}"] = pool(h, mask, last, how, subject_last)
+            yield {name: q.float().cpu() for name, q in found.items()}
     finally:
         handle.remove()
-    return {name: torch.cat(qs) for name, qs in out.items()}
 
 
 def subjects_of(records: list[EditRecord]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,8 +117,9 @@ def subjects_of(records: list[EditRecord]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def nearest(q: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cosine distance (n,) to the nearest of keys (M, d), and its index (n,)."""
-    best, index = (F.normalize(q, dim=-1) @ F.normalize(keys, dim=-1).T).max(-1)
+    """Cosine distance (b,) of queries (b, d) or token sets (b, T, d) to the nearest of keys
+    (M, d), and its index (b,)."""
+    best, index = similarity(q, F.normalize(keys, dim=-1)).max(-1)
     return 1 - best, index
 
 
@@ -124,33 +143,48 @@ def measure(
     retention = RetentionEvaluator(model, n_per_task=n_per_task, cache_dir=None)
     tasks = [p.text for prompts in retention.prompts.values() for p in prompts]
 
-    def q(texts: list[str]) -> dict[str, torch.Tensor]:
-        return queries(model, texts, blocks, fc_module)
+    def keys(texts: list[str], subjects: list[str]) -> dict[str, torch.Tensor]:
+        """The stored queries of texts: name -> (n, d)."""
+        found = list(queries(model, texts, blocks, fc_module, subjects))
+        return {name: torch.cat([f[name] for f in found]) for name in found[0]}
 
-    edit, rephrase, loc = (q([getattr(r, f) for r in records]) for f in KINDS)
-    task = q(tasks)
-    cal_key, cal_neg, cal_rephrase = (q([c[f] for c in outside]) for f in fields)
-    dev_key, dev_rephrase = (q([r[f] for r in held_out]) for f in ("src", "rephrase"))
-    if not held_out:
+    def near(texts: list[str], stored: dict[str, torch.Tensor]) -> dict[str, tuple]:
+        """Each text's distance (n,) to its nearest stored query, and that one's index (n,)."""
+        parts: dict[str, list] = {}
+        for found in queries(model, texts, blocks, fc_module):
+            for name, q in found.items():
+                parts.setdefault(name, []).append(nearest(q, stored[name]))
+        return {name: tuple(map(torch.cat, zip(*p, strict=True))) for name, p in parts.items()}
+
+    edit = keys([r.prompt for r in records], [r.subject for r in records])
+    rephrase, loc, task = (
+        near(texts, edit)
+        for texts in ([r.rephrase for r in records], [r.loc_prompt for r in records], tasks)
+    )
+    cal_key = keys([c["prompt"] for c in outside], [c["subject"] for c in outside])
+    cal_neg, cal_rephrase = (near([c[f] for c in outside], cal_key) for f in fields[1:])
+    if held_out:
+        dev_key = keys([r["src"] for r in held_out], [r["subject"] for r in held_out])
+        dev_rephrase = near([r["rephrase"] for r in held_out], dev_key)
+    else:
         print(f"{path} has no record after the first {first}: no zsre calibration", flush=True)
     targets = [r.target for r in records]
     shared, same = subjects_of(records)
     alone = ~shared  # no other edit is about its subject
     rows = []
     for name in edit:
-        d_rep, idx = nearest(rephrase[name], edit[name])
+        d_rep, idx = rephrase[name]
         nearest_edit = idx.tolist()
         hit = torch.tensor([targets[j] == t for j, t in zip(nearest_edit, targets, strict=True)])
         own = idx == torch.arange(len(records))
         subject = ~own & same[torch.arange(len(records)), idx]
-        d_loc, d_task = (nearest(x[name], edit[name])[0] for x in (loc, task))
+        d_loc, d_task = loc[name][0], task[name][0]
         radii = {
-            "cf 1%": nearest(cal_neg[name], cal_key[name])[0].quantile(0.01).item(),
-            "cf 95%": nearest(cal_rephrase[name], cal_key[name])[0].quantile(0.95).item(),
+            "cf 1%": cal_neg[name][0].quantile(0.01).item(),
+            "cf 95%": cal_rephrase[name][0].quantile(0.95).item(),
         }
         if held_out:  # a file of at most 1000 records (the tests' fixture) holds none
-            d_dev = nearest(dev_rephrase[name], dev_key[name])[0]
-            radii["zsre 95%"] = d_dev.quantile(0.95).item()
+            radii["zsre 95%"] = dev_rephrase[name][0].quantile(0.95).item()
         for calibration_name, radius in radii.items():
             rows.append(
                 {

@@ -44,13 +44,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from elder import ELDER, load
 from elder.allocation import hamming, min_hamming, pack, topk_code
 from elder.editor import EditRecord
 from elder.encoding import encode
+from elder.memory import similarity
 from elder.method import guided_loss
 from elder.saved import SAVED_DIR, editor_class, run_config
 from experiments.checkpoint import latest
@@ -134,14 +134,15 @@ def report(editor: ELDER, records: list[EditRecord]) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def memory_queries(
+def memory_similarity(
     editor: ELDER, prompts: list[str], targets: list[str], batch: int = 16
 ) -> torch.Tensor:
-    """The routing queries (n, d) of prompts, encoded as the teacher-forced evaluation does."""
+    """Cosine similarity (n, M) of the routing queries of prompts, encoded as the
+    teacher-forced evaluation does, to the M stored ones."""
     tok, out = editor.model.tokenizer, []
     for i in tqdm(range(0, len(prompts), batch), desc="queries", leave=False):
         enc = encode(tok, prompts[i : i + batch], targets[i : i + batch], editor.model.device)
-        out.append(editor.query(enc).float().cpu())
+        out.append(similarity(editor.query(enc), editor.memory.keys))
     return torch.cat(out)
 
 
@@ -156,8 +157,9 @@ def memory_report(
         raise ValueError("the editor has no stored queries: it has edited nothing")
     records = records[:n]
     targets = [r.target for r in records]
-    query = memory_queries(editor, [r.rephrase for r in records], targets)  # (n, d)
-    distance, nearest = memory.nearest(query)  # (n,), (n,)
+    sim = memory_similarity(editor, [r.rephrase for r in records], targets)  # (n, M)
+    best, nearest = sim.max(-1)  # (n,), (n,)
+    distance = 1 - best
     own = nearest == torch.arange(n)
     same_target = torch.tensor(
         [targets[j] == t for j, t in zip(nearest.tolist(), targets, strict=True)]
@@ -173,15 +175,13 @@ def memory_report(
     def by_subject(mask: torch.Tensor) -> dict[str, float]:
         return {**gen(mask), "own": own[mask].float().mean().item()}
 
-    keys = memory.keys
     by_size = {}
     for m in sorted({m for m in (50, 100, 200, 500, 1000, 2000, 4000) if m < n} | {n}):
-        sim = F.normalize(query[:m], dim=-1) @ keys[:m].T  # (m, m)
-        best, index = sim.max(-1)
+        best_m, index = sim[:m, :m].max(-1)  # the first m edits stored, (m,)
         own_m = index == torch.arange(m)
         by_size[m] = {
             "own": own_m.float().mean().item(),
-            "own_in_reach": (own_m & (1 - best <= radius)).float().mean().item(),
+            "own_in_reach": (own_m & (1 - best_m <= radius)).float().mean().item(),
         }
     fifths = torch.arange(n) * 5 // n  # (n,) which fifth of the stream each edit is in
     by_position = {
