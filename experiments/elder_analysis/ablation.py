@@ -17,8 +17,8 @@ from pathlib import Path
 
 from experiments.tables.names import ELDER_PLUS_V1
 
-# The ablation varies ELDER+ as first built (no protection, rehearsal), whose runs it holds;
-# today's preset is its "preset +protect -rehearse" row.
+# The ablation varies ELDER+ as first built (N=16, no protection, rehearsal), whose runs it
+# holds; today's preset is its "preset +protect -rehearse +N64" row.
 PRESET = ELDER_PLUS_V1
 FAITHFUL = {  # what the preset's options are off (ELDER's paper/reference defaults)
     "method.route": "router",
@@ -45,6 +45,11 @@ CANDIDATES = {  # options not (yet) in the preset, tried on top of it
     "lr1e-3": {"method.lr": "1e-3"},  # the 40-edit probes: 0.85 at 1e-3 against 0.60 at 1e-2
     "protect": {"method.protect": "null_space"},
     "protect -rehearse": {"method.protect": "null_space", "method.rehearse": "0"},
+    "protect -rehearse +N64": {
+        "method.protect": "null_space",
+        "method.rehearse": "0",
+        "method.N": "64",
+    },
 }
 
 

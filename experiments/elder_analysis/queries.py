@@ -6,7 +6,8 @@ For each candidate query (the residual stream entering a block, ``method.query_p
 last prompt token, averaged over the prompt, or ``subject``: a stored prompt's at its
 subject's last token, any other text matched at its best prompt token; and the paper's query,
 the FC input of the model's ``query_block`` at the last token), the first ``--n-edits`` edit
-prompts are stored as ``route=memory`` stores them. Then, by cosine distance to the nearest stored query:
+prompts are stored as ``route=memory`` stores them. Then, by cosine distance to the nearest
+stored query:
 
 - **own** / **target**: the rephrases whose nearest stored edit is their own edit, or one
   with their target (which is what generalization needs); **other, same subject**: another

@@ -50,7 +50,8 @@ def ablation_table(runs: Runs) -> Table:
         notes=[
             "*faithful*: ELDER at the paper's and the reference code's defaults. *preset*: ELDER+ "
             "v1, the combination as first built (rehearsal, no protection); today's "
-            "`+preset=elder_plus` is its *preset +protect -rehearse* row. *+option*: that "
+            "`+preset=elder_plus` is its *preset +protect -rehearse +N64* row (64 LoRAs per layer; "
+            "the preset before 2026-12-03 had 16: *preset +protect -rehearse*). *+option*: that "
             "option alone on faithful ELDER; *preset −option*: v1 with that "
             "option back at faithful ELDER's value; *preset +option*: an option not in "
             "v1, added to it (the *preset +protect* run predates protect's anchored projection "

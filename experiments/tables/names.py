@@ -45,13 +45,17 @@ ELDER_PLUS = {
 GRACE_LEGACY = {"method.replacement": "replace_prompt"}
 # The rows of the method tables (1, 2, 3, 7-10): (method, display name, overrides).
 METHOD_ROWS = [(m, m, {}) for m in METHODS] + [("elder", "elder_legacy", ELDER_LEGACY)]
-# ELDER+ as first built (issue #24, commits 60d9929-257bfcc): no protection, 8 stored edits
-# rehearsed per batch. The ablation varies around it; its 1000-edit run is elder_plus_zsre1000.
+# The preset until 2026-12-03: 16 LoRAs per layer, not 64 (its runs: elder_plus_protect_*).
+ELDER_PLUS_N16 = {**ELDER_PLUS, "method.N": "16"}
+# ELDER+ as first built (issue #24, commits 60d9929-257bfcc): N=16, no protection, 8 stored
+# edits rehearsed per batch. The ablation varies around it; its 1000-edit run is
+# elder_plus_zsre1000.
 ELDER_PLUS_V1 = {
-    **{k: v for k, v in ELDER_PLUS.items() if k != "method.protect"},
+    **{k: v for k, v in ELDER_PLUS_N16.items() if k != "method.protect"},
     "method.rehearse": "8",
 }
 METHOD_ROWS.append(("elder", "elder_plus", ELDER_PLUS))  # issue #24: `+preset=elder_plus`
+METHOD_ROWS.append(("elder", "elder_plus_n16", ELDER_PLUS_N16))
 METHOD_ROWS.append(("elder", "elder_plus_v1", ELDER_PLUS_V1))
 METHOD_ROWS.insert(METHODS.index("grace") + 1, ("grace", "grace_legacy", GRACE_LEGACY))
 METHOD_ROWS += [(m, m, {}) for m in BEYOND]
@@ -78,7 +82,8 @@ METHOD_NAMES = {
     "elder": "ELDER",
     "elder_legacy": "ELDER (pre-#23 defaults)",
     "elder_plus": "ELDER+ (ours, +preset=elder_plus)",
-    "elder_plus_v1": "ELDER+ v1 (rehearsal, no protection)",
+    "elder_plus_n16": "ELDER+ with N=16 (the preset before 2026-12-03)",
+    "elder_plus_v1": "ELDER+ v1 (N=16, rehearsal, no protection)",
     "grace_legacy": "GRACE (replace 0..p, pre-#26 default)",
     "wise": "WISE",
     "alphaedit": "AlphaEdit",

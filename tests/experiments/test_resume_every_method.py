@@ -35,6 +35,13 @@ CASES = {
         "method.prefixes=1",
         "method.protect=null_space",
     ],  # fmt: skip
+    "elder_subject": [
+        "method=elder",
+        "method.iterations=3",
+        "method.route=memory",
+        "method.query_pool=subject",
+        "method.protect=null_space",
+    ],  # fmt: skip
     "defer": ["method.iterations=3"],
     "serac": ["method.classifier_steps=3", "method.counterfactual_steps=2", "method.train_size=4"],
     "ft_l": ["method.iterations=3"],

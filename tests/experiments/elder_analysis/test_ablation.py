@@ -32,7 +32,8 @@ def test_the_table_fills_todays_preset_row_from_a_preset_run_and_leaves_the_rest
         row("f", n_edits=200, overrides=on_20, reliability=0.1, retention=0.5),
     ]
     table = ablation_table(write_runs(tmp_path, rows))
-    assert cell(table, "", "preset +protect -rehearse", 1) == Num(90.0)  # today's preset
+    assert cell(table, "", "preset +protect -rehearse +N64", 1) == Num(90.0)  # today's preset
+    assert cell(table, "", "preset +protect -rehearse", 1) == MISSING  # the preset with N=16
     assert cell(table, "", "faithful", 1) == Num(10.0)
     assert cell(table, "", "preset", 1) == MISSING  # ELDER+ v1, which rehearses
 

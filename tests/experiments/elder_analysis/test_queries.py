@@ -14,7 +14,7 @@ from tests.elder.test_elder import _elder
 def test_a_candidate_query_is_the_one_route_memory_computes(arch):
     model = tiny(arch)  # deterministic: every tiny(arch) has the same weights
     texts, subjects = ["The capital of France is", "Rome is in the country of"], ["France", "Rome"]
-    edits = [EditRecord(t, "x", t, t, "y", subject=s) for t, s in zip(texts, subjects)]
+    edits = [EditRecord(t, "x", t, t, "y", subject=s) for t, s in zip(texts, subjects, strict=True)]
     fc = model.layers["elder"]["pattern"].format(1)
     (found,) = queries(model, texts, [1], fc, subjects)  # one batch
     for how in ("last", "mean", "subject"):
