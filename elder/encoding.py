@@ -58,6 +58,13 @@ def subject_last_token(tokenizer: Any, text: str, subject_end: int) -> int:
     return max(i for i, (s, e) in enumerate(offsets) if e > s and s < subject_end)
 
 
+def last_mention(tokenizer: Any, text: str, subject: str) -> int:
+    """Index of the token holding the last character of the last mention of ``subject`` in
+    ``text``; the last token where ``subject`` is empty or not in ``text``."""
+    end = text.rfind(subject) + len(subject) if subject and subject in text else len(text)
+    return subject_last_token(tokenizer, text, end)
+
+
 def encode(
     tokenizer: Any,
     prompts: Sequence[str],

@@ -23,7 +23,7 @@ from elder import saved, trunk
 from elder.allocation import AllocationTable, min_hamming, pack, topk_code
 from elder.config import ELDERConfig, upgrade
 from elder.editor import Editor, EditRecord, Encoded, check_subjects
-from elder.encoding import subject_last_token
+from elder.encoding import last_mention
 from elder.memory import QueryMemory, Rehearsal, pool
 from elder.models import LoadedModel, get_module, set_module
 from elder.molora import MoLoRALayer, io_features
@@ -148,15 +148,12 @@ class ELDER(Editor):
         h = trunk.module_input(self.model, self._query_module(), enc)  # (B, T, d)
         subject_last = None
         if edits is not None and self.config.query_pool == "subject":
+            tok = self.model.tokenizer
             subject_last = torch.tensor(
-                [self._subject_last(r) for r in edits], device=enc.input_ids.device
+                [last_mention(tok, r.prompt, r.subject) for r in edits],
+                device=enc.input_ids.device,
             )
         return pool(h, enc.attention_mask, enc.prompt_last, self.config.query_pool, subject_last)
-
-    def _subject_last(self, record: EditRecord) -> int:
-        """The prompt's token holding the last character of (the last mention of) its subject."""
-        end = record.prompt.rfind(record.subject) + len(record.subject)
-        return subject_last_token(self.model.tokenizer, record.prompt, end)
 
     def scores(self, query: torch.Tensor) -> torch.Tensor:
         """Router scores of every MoLoRA layer: query (B, d) -> (B, L, N)."""

@@ -44,7 +44,7 @@ from baselines.outside import outside_records
 from elder.config import POOLS
 from elder.data import data_file
 from elder.editor import EditRecord
-from elder.encoding import left_pad, subject_last_token
+from elder.encoding import last_mention, left_pad
 from elder.memory import pool, similarity
 from elder.models import LoadedModel, get_module
 from experiments.configs import compose
@@ -91,15 +91,15 @@ def queries(
                 pad = ids.shape[1] - mask.sum(1)
                 subject_last = pad + torch.tensor(
                     [
-                        subject_last_token(tok, t, t.rfind(s) + len(s) if s in t else len(t))
+                        last_mention(tok, t, s)
                         for t, s in zip(chunk, subjects[i : i + batch], strict=True)
                     ],
                     device=ids.device,
                 )
             found = {"paper (fc input, last)": pool(fc["v"], mask, last, "last")}
             for b in blocks:  # hidden_states[b]: the residual stream entering block b
+                h = hidden.hidden_states[b]
                 for how in POOLS:
-                    h = hidden.hidden_states[b]
                     found[f"block {b}, {how}"] = pool(h, mask, last, how, subject_last)
             yield {name: q.float().cpu() for name, q in found.items()}
     finally:
@@ -118,9 +118,9 @@ def subjects_of(records: list[EditRecord]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def nearest(q: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cosine distance (b,) of queries (b, d) or token sets (b, T, d) to the nearest of keys
-    (M, d), and its index (b,)."""
-    best, index = similarity(q, F.normalize(keys, dim=-1)).max(-1)
+    """Cosine distance (b,) of queries (b, d) or token sets (b, T, d) to the nearest of unit
+    keys (M, d), and its index (b,)."""
+    best, index = similarity(q, keys).max(-1)
     return 1 - best, index
 
 
@@ -145,9 +145,9 @@ def measure(
     tasks = [p.text for prompts in retention.prompts.values() for p in prompts]
 
     def keys(texts: list[str], subjects: list[str]) -> dict[str, torch.Tensor]:
-        """The stored queries of texts: name -> (n, d)."""
+        """The stored queries of texts, unit length: name -> (n, d)."""
         found = list(queries(model, texts, blocks, fc_module, subjects))
-        return {name: torch.cat([f[name] for f in found]) for name in found[0]}
+        return {name: F.normalize(torch.cat([f[name] for f in found]), dim=-1) for name in found[0]}
 
     def near(texts: list[str], stored: dict[str, torch.Tensor]) -> dict[str, tuple]:
         """Each text's distance (n,) to its nearest stored query, and that one's index (n,)."""
