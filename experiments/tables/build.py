@@ -63,6 +63,9 @@ BUILDERS: list[tuple[Callable[[Runs], Table], str]] = [
 FIGURES = {
     "fig2_scalability": "reliability and extra parameters vs number of edits, GRACE vs ELDER "
     "(curve.jsonl of runs with eval.every; mean over seeds, min–max band)",
+    "fig2_elder_plus": "not in the paper: Figure 2 for ELDER+ (issue #24), the preset beside "
+    "GRACE and faithful ELDER (a comparator without a curve at today's defaults is drawn from "
+    "its Figure 2 runs, named as such)",
     "fig3_layers": "ELDER reliability vs number of edits for each number of MoLoRA layers L",
     "fig4_codes_tsne": "t-SNE of ELDER allocation codes: five edits, their rephrases and NQ "
     "task inputs (from results/figures/fig4_codes.json)",

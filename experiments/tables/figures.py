@@ -13,7 +13,7 @@ import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 
-from experiments.tables.names import ELDER_STUDY_BASE, GRACE_LEGACY, name
+from experiments.tables.names import ELDER_PLUS, ELDER_STUDY_BASE, GRACE_LEGACY, name
 from experiments.tables.runs import Runs, Spec, latest_per_seed, method_defaults
 
 matplotlib.use("Agg")  # files only, no display
@@ -122,6 +122,35 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     return path
 
 
+def _scalability(
+    result: Figure, lines: dict[str, list[Curve]], n_edits: int, out_dir: Path
+) -> Figure:
+    """Reliability (left) and extra parameters (right) vs number of edits, one line each."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for method, curves in lines.items():
+        points = [p for _, p in curves]
+        _plot(left, points, "reliability", name(method), 100.0)
+        _plot(right, points, "extra_params", name(method), 1e-6)
+        result.runs += [run_id for run_id, _ in curves]
+    left.set(xlabel="number of edits", ylabel="reliability (%)", title="Reliability")
+    right.set(xlabel="number of edits", ylabel="extra parameters (M)", title="Parameters")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    model, data = SETTING
+    fig.suptitle(f"{name(data)} · {name(model)} · {n_edits} edits: mean over seeds, band = min–max")
+    result.path = _save(fig, out_dir / f"{result.name}.png")
+    return result
+
+
+def _command(method_arg: str, overrides: dict[str, str]) -> str:
+    model, data = SETTING
+    return (
+        f"python run.py -m {method_arg} model={model} data={data} {CURVE_ARGS} seed=0,1"
+        + "".join(f" {shlex.quote(f'{k}={v}')}" for k, v in overrides.items())
+    )
+
+
 def fig2(runs: Runs, out_dir: Path) -> Figure:
     """Reliability and extra parameters vs number of edits, GRACE vs ELDER."""
     model, data = SETTING
@@ -132,11 +161,9 @@ def fig2(runs: Runs, out_dir: Path) -> Figure:
         "elder": Spec.of("elder", model, data, overrides=ELDER_STUDY_BASE),
     }
     found = {m: find_curves(runs, spec) for m, spec in specs.items()}
-    args = f"model={model} data={data} {CURVE_ARGS} seed=0,1"
     commands = [
-        f"python run.py -m method=grace method.replacement=replace_prompt {args}",
-        f"python run.py -m method=elder {args}"
-        + "".join(f" {shlex.quote(f'{k}={v}')}" for k, v in ELDER_STUDY_BASE.items()),
+        _command("method=grace", GRACE_LEGACY),
+        _command("method=elder", ELDER_STUDY_BASE),
     ]
     n_edits = max(n for n, _ in found.values())
     if not n_edits:
@@ -144,24 +171,42 @@ def fig2(runs: Runs, out_dir: Path) -> Figure:
         return result
     # Both lines on the longest stream: a method with curves on a shorter one only is missing.
     found = {m: curves if n == n_edits else [] for m, (n, curves) in found.items()}
-    for curves in found.values():
-        result.runs += [run_id for run_id, _ in curves]
     result.note = shortfall(n_edits, {name(m): len(c) for m, c in found.items()}, min_seeds=2)
     result.missing = commands if result.note else []
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for method, curves in found.items():
-        if curves:
-            points = [p for _, p in curves]
-            _plot(left, points, "reliability", name(method), 100.0)
-            _plot(right, points, "extra_params", name(method), 1e-6)
-    left.set(xlabel="number of edits", ylabel="reliability (%)", title="Reliability")
-    right.set(xlabel="number of edits", ylabel="extra parameters (M)", title="Parameters")
-    for ax in (left, right):
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(f"{name(data)} · {name(model)} · {n_edits} edits: mean over seeds, band = min–max")
-    result.path = _save(fig, out_dir / f"{result.name}.png")
-    return result
+    return _scalability(result, {m: c for m, c in found.items() if c}, n_edits, out_dir)
+
+
+def fig2_plus(runs: Runs, out_dir: Path) -> Figure:
+    """Figure 2 for ELDER+ (issue #24): the preset beside GRACE and faithful ELDER.
+
+    A comparator without curves at today's defaults on the preset's stream is drawn from its
+    pre-#23/#26 runs (Figure 2's), named as such, and its command is listed as missing.
+    """
+    model, data = SETTING
+    result = Figure("fig2_elder_plus", "Figure 2 for ELDER+: scalability beside GRACE and ELDER")
+    n_edits, preset = find_curves(runs, Spec.of("elder", model, data, overrides=ELDER_PLUS))
+    if not n_edits:
+        result.missing = [_command("+preset=elder_plus", {})]
+        return result
+    lines = {"elder_plus": preset}
+    seeds = {name("elder_plus"): len(preset)}
+    if len(preset) < 2:
+        result.missing.append(_command("+preset=elder_plus", {}))
+    for method, legacy, overrides in (
+        ("elder", "elder_legacy", ELDER_STUDY_BASE),
+        ("grace", "grace_legacy", GRACE_LEGACY),
+    ):
+        current = curves_by_stream(runs, Spec.of(method, model, data)).get(n_edits, [])
+        old = curves_by_stream(runs, Spec.of(method, model, data, overrides=overrides))
+        if current or old.get(n_edits):
+            lines[method if current else legacy] = current or old[n_edits]
+        seeds[name(method)] = len(current)
+        if len(current) < 2:
+            result.missing.append(_command(f"method={method}", {}))
+    result.note = shortfall(n_edits, seeds, min_seeds=2)
+    if not result.note:
+        result.missing = []
+    return _scalability(result, lines, n_edits, out_dir)
 
 
 def fig3_overrides(layers: int) -> dict[str, str]:
@@ -287,6 +332,7 @@ def all_figures(runs: Runs, results: Path) -> list[Figure]:
     out_dir = results / "figures"
     figures = [
         fig2(runs, out_dir),
+        fig2_plus(runs, out_dir),
         fig3(runs, out_dir),
         fig4(out_dir / "fig4_codes.json", out_dir),
     ]

@@ -235,7 +235,7 @@ def curve_results(results: Path) -> Path:
 
 def test_figures_are_written_from_curve_files_and_a_figure_without_data_is_not(tmp_path):
     results = curve_results(tmp_path)
-    fig2, fig3, fig4 = all_figures(load_runs(results), results)
+    fig2, _, fig3, fig4 = all_figures(load_runs(results), results)
     assert fig2.path.read_bytes()[:4] == PNG
     assert sorted(fig2.runs) == ["elder0", "elder1", "grace0"]
     assert fig3.path.read_bytes()[:4] == PNG  # the default L only
@@ -247,16 +247,37 @@ def test_a_figure_short_of_the_papers_stream_or_seeds_says_so_and_names_the_full
     tmp_path,
 ):
     results = curve_results(tmp_path)  # 400 edits; GRACE one seed, ELDER two
-    fig2, fig3, _ = all_figures(load_runs(results), results)
+    fig2, _, fig3, _ = all_figures(load_runs(results), results)
     assert "stream of 400 edits (the paper's: 4000)" in fig2.note
     assert "seeds below 2: GRACE (replace 0..p, pre-#26 default): 1" in fig2.note
     assert "ELDER" not in fig2.note
     args = "model=smollm2_135m data=counterfact data.n_edits=4000 eval.every=100 seed=0,1"
-    assert fig2.missing[0] == f"python run.py -m method=grace {GRACE_0P} {args}"
+    assert fig2.missing[0] == f"python run.py -m method=grace {args} {GRACE_0P}"
     assert fig2.missing[1].startswith(f"python run.py -m method=elder {args} method.query=")
     assert "no curve: L=4, L=8" in fig3.note
     assert fig3.missing[0].endswith("method.L=4 method.eps=8")
     assert len(fig3.missing) == 3  # every L again on the paper's stream, the default L too
+
+
+def test_the_elder_plus_figure_draws_a_comparator_from_its_figure_2_runs_when_none_is_current(
+    tmp_path,
+):
+    results = curve_results(tmp_path)  # Figure 2's curves: pre-#26 GRACE, pre-#23 ELDER
+    rows = list(csv.DictReader(open(results / "runs.csv")))
+    kw = {"model": "smollm2_135m", "data": "counterfact", "n_edits": 400}
+    plus = row("plus0", **kw, overrides="+preset=elder_plus eval.every=100")
+    write_runs(results, [*rows, plus])
+    write_curve(results, "plus0", [1.0, 1.0, 1.0, 0.95])
+    _, plus_fig, _, _ = all_figures(load_runs(results), results)
+    assert plus_fig.path.read_bytes()[:4] == PNG
+    assert sorted(plus_fig.runs) == ["elder0", "elder1", "grace0", "plus0"]
+    # at today's defaults no comparator has a curve: each is named missing, with its command
+    assert "ELDER+ (ours, +preset=elder_plus): 1, ELDER: 0, GRACE: 0" in plus_fig.note
+    args = "model=smollm2_135m data=counterfact data.n_edits=4000 eval.every=100 seed=0,1"
+    assert plus_fig.missing == [
+        f"python run.py -m {m} {args}"
+        for m in ("+preset=elder_plus", "method=elder", "method=grace")
+    ]
 
 
 def test_figure_3_varies_l_with_eps_at_the_defaults_share_of_the_code_bits(tmp_path):
@@ -271,7 +292,7 @@ def test_figure_3_varies_l_with_eps_at_the_defaults_share_of_the_code_bits(tmp_p
     write_runs(tmp_path, rows)
     write_curve(tmp_path, "l8_eps16", [0.9, 0.8])
     write_curve(tmp_path, "l4_eps12", [0.9, 0.8])
-    fig3 = all_figures(load_runs(tmp_path), tmp_path)[1]
+    fig3 = all_figures(load_runs(tmp_path), tmp_path)[2]
     assert fig3.runs == ["l8_eps16"] and "no curve: L=4, L=6" in fig3.note
 
 
@@ -300,7 +321,7 @@ def test_figure_3_draws_the_stream_where_most_values_of_l_have_a_curve(tmp_path)
     for run_id in ("l4_200", "l6_200", "l8_200"):
         write_curve(tmp_path, run_id, [0.9, 0.8])
     write_curve(tmp_path, "l6_4000", [0.9] * 40)
-    fig3 = all_figures(load_runs(tmp_path), tmp_path)[1]
+    fig3 = all_figures(load_runs(tmp_path), tmp_path)[2]
     assert sorted(fig3.runs) == ["l4_200", "l6_200", "l8_200"]
     assert "stream of 200 edits (the paper's: 4000)" in fig3.note
     assert [m.split(f"eval.every=100 {STUDY}")[1] for m in fig3.missing] == [
