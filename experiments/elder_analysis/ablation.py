@@ -50,6 +50,16 @@ CANDIDATES = {  # options not (yet) in the preset, tried on top of it
         "method.rehearse": "0",
         "method.N": "64",
     },
+    # today's preset with the subject query, at the radius that reaches 1% of outside
+    # CounterFact locality prompts (results/elder_plus/queries_counterfact_1000.md): on
+    # CounterFact-200 gen 0.265 against the mean query's 0.105 (runs/elder_plus_subject_cf200)
+    "protect -rehearse +N64 +subject": {
+        "method.protect": "null_space",
+        "method.rehearse": "0",
+        "method.N": "64",
+        "method.query_pool": "subject",
+        "method.radius": "0.019",
+    },
 }
 
 
