@@ -263,7 +263,7 @@ def test_the_elder_plus_figure_draws_a_comparator_from_its_figure_2_runs_when_no
     tmp_path,
 ):
     results = curve_results(tmp_path)  # Figure 2's curves: pre-#26 GRACE, pre-#23 ELDER
-    rows = list(csv.DictReader(open(results / "runs.csv")))
+    rows = list(csv.DictReader((results / "runs.csv").read_text().splitlines()))
     kw = {"model": "smollm2_135m", "data": "counterfact", "n_edits": 400}
     plus = row("plus0", **kw, overrides="+preset=elder_plus eval.every=100")
     write_runs(results, [*rows, plus])
