@@ -184,28 +184,32 @@ def fig2_plus(runs: Runs, out_dir: Path) -> Figure:
     """
     model, data = SETTING
     result = Figure("fig2_elder_plus", "Figure 2 for ELDER+: scalability beside GRACE and ELDER")
-    n_edits, preset = find_curves(runs, Spec.of("elder", model, data, overrides=ELDER_PLUS))
-    if not n_edits:
-        result.missing = [_command("+preset=elder_plus", {})]
-        return result
-    lines = {"elder_plus": preset}
-    seeds = {name("elder_plus"): len(preset)}
-    if len(preset) < 2:
-        result.missing.append(_command("+preset=elder_plus", {}))
-    for method, legacy, overrides in (
+    comparators = (  # (method, its Figure 2 line, that line's overrides)
         ("elder", "elder_legacy", ELDER_STUDY_BASE),
         ("grace", "grace_legacy", GRACE_LEGACY),
-    ):
-        current = curves_by_stream(runs, Spec.of(method, model, data)).get(n_edits, [])
-        old = curves_by_stream(runs, Spec.of(method, model, data, overrides=overrides))
-        if current or old.get(n_edits):
-            lines[method if current else legacy] = current or old[n_edits]
+    )
+    commands = [_command("+preset=elder_plus", {})]
+    commands += [_command(f"method={method}", {}) for method, _, _ in comparators]
+    n_edits, preset = find_curves(runs, Spec.of("elder", model, data, overrides=ELDER_PLUS))
+    if not n_edits:
+        result.missing = commands
+        return result
+
+    def on_stream(method: str, overrides: dict[str, str]) -> list[Curve]:
+        spec = Spec.of(method, model, data, overrides=overrides)
+        return curves_by_stream(runs, spec).get(n_edits, [])
+
+    lines = {"elder_plus": preset}
+    seeds = {name("elder_plus"): len(preset)}
+    for method, legacy, overrides in comparators:
+        current = on_stream(method, {})
         seeds[name(method)] = len(current)
-        if len(current) < 2:
-            result.missing.append(_command(f"method={method}", {}))
+        if current:
+            lines[method] = current
+        elif old := on_stream(method, overrides):
+            lines[legacy] = old
     result.note = shortfall(n_edits, seeds, min_seeds=2)
-    if not result.note:
-        result.missing = []
+    result.missing = commands if result.note else []
     return _scalability(result, lines, n_edits, out_dir)
 
 
